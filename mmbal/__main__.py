@@ -1,0 +1,3 @@
+from mmbal.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,89 @@
+"""Run configuration: nested dataclasses with defaults (the Digits-AV recipe of the book)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits_av"
+    root: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 32
+    num_workers: int = 0
+
+
+@dataclass
+class ModelConfig:
+    encoder: str = "small_cnn"
+    fusion: str = "concat"
+    encoder_options: dict[str, Any] = field(default_factory=dict)
+    fusion_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ObjectiveConfig:
+    name: str = "multi_loss"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BalancerConfig:
+    name: str = "none"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"              # sgd | adam | adamw
+    lr: float = 0.01
+    momentum: float = 0.9          # sgd only
+    betas: tuple[float, float] = (0.9, 0.999)  # adam / adamw
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"       # cosine | constant
+    warmup_steps: int = 0
+    epochs: int = 20
+    grad_clip: float | None = None
+    early_stop: int | None = None  # epochs without val improvement before stopping
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    balancer: BalancerConfig = field(default_factory=BalancerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    seed: int = 0
+    device: str = "auto"           # auto | cpu | cuda | cuda:N
+    amp: bool = False              # CUDA mixed precision (bfloat16 autocast)
+    select_head: str = "mm"        # head whose val accuracy selects the best epoch
+    fast: bool = False             # recorded in results: was this a FAST (docs/CI) run?
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "RunConfig":
+        """Inverse of ``to_dict``; unknown keys fail with the valid ones named."""
+        return _build(cls, raw)
+
+
+def _build(cls, raw: dict[str, Any]):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(raw) - set(fields)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown keys {sorted(unknown)}; valid: {sorted(fields)}")
+    kwargs = {}
+    for name, value in raw.items():
+        sub = fields[name].default_factory if fields[name].default_factory is not dataclasses.MISSING else None
+        if sub is not None and dataclasses.is_dataclass(sub) and isinstance(value, dict):
+            kwargs[name] = _build(sub, value)
+        elif name == "betas":
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)

@@ -1,0 +1,74 @@
+"""Training objectives: joint (fused CE only) and the multi-loss objective of MLB.
+
+multi_loss: L = CE(f_c(z_1..z_M), y) + sum_m lambda_m CE(g_m(z_m), y)   (paper §3.2, lambda_m = 1).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from mmbal.registry import Registry
+
+OBJECTIVES = Registry("objective")
+
+
+class Objective:
+    """Maps logits {"mm", m...} and labels to losses {"mm", m..., "total"}."""
+
+    heads_train_encoders = True
+
+    def configure(self, model) -> None:
+        """Make the model's unimodal heads train the encoders, or act as detached probes."""
+        model.detach_heads = not self.heads_train_encoders
+
+    def unimodal_weight(self, modality: str) -> float:
+        raise NotImplementedError
+
+    def __call__(self, logits: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        losses = {k: F.cross_entropy(v, labels) for k, v in logits.items()}
+        total = losses["mm"]
+        for m, loss in losses.items():
+            if m != "mm":
+                total = total + self.unimodal_weight(m) * loss
+        losses["total"] = total
+        return losses
+
+
+class JointObjective(Objective):
+    """Fused cross-entropy only; the unimodal heads are linear probes on detached features.
+
+    Their loss is added to the total but, features being detached, it trains the probes only
+    and leaves encoders and fusion exactly as under single-loss joint training.
+    """
+
+    heads_train_encoders = False
+
+    def unimodal_weight(self, modality: str) -> float:
+        return 1.0
+
+
+class MultiLossObjective(Objective):
+    """Fused CE plus lambda_m times each unimodal head's CE (heads train their encoders)."""
+
+    def __init__(self, weights: float | dict[str, float] = 1.0):
+        values = weights.values() if isinstance(weights, dict) else [weights]
+        if any(w < 0 for w in values):
+            raise ValueError(f"multi_loss: unimodal loss weights must be >= 0, got {weights}")
+        self.weights = weights
+
+    def unimodal_weight(self, modality: str) -> float:
+        if isinstance(self.weights, dict):
+            return float(self.weights.get(modality, 1.0))
+        return float(self.weights)
+
+
+@OBJECTIVES.register("joint")
+def joint() -> Objective:
+    """Single-loss joint training: CE of the fused prediction (heads are detached probes)."""
+    return JointObjective()
+
+
+@OBJECTIVES.register("multi_loss")
+def multi_loss(weights: float | dict[str, float] = 1.0) -> Objective:
+    """Fused CE + weighted unimodal CE of every modality's head (MLB's objective)."""
+    return MultiLossObjective(weights)
