@@ -1,0 +1,219 @@
+"""The command line shared by ``data_scripts.cremad``, ``.ave`` and ``.ucf101``.
+
+Steps: ``download`` (only when asked) -> ``verify`` -> ``prepare`` (writes the cache) -> ``report``;
+``all`` runs verify, prepare and report (and download first with ``--download``).
+Exit codes: 0 usable, 1 unusable (no usable clip, an empty split, incomplete cache), 2 missing or
+wrongly laid-out folder / bad option, 3 download failed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Callable
+
+from mmbal.data.cache_store import CacheError, atomic_write_bytes, csv_text, open_cache
+from mmbal.data.prepare import LayoutError, ScanResult, UnusableError, run_prepare
+
+EXIT_OK, EXIT_UNUSABLE, EXIT_LAYOUT, EXIT_DOWNLOAD = 0, 1, 2, 3
+SPLITS_DIR = Path(__file__).resolve().parent / "splits"
+CATEGORIES = [("Git-LFS pointer", "Git-LFS pointer instead of media"), ("truncated", "truncated media"),
+              ("missing", "missing file"), ("unreadable", "unreadable media"), ("cannot open", "unreadable media"),
+              ("no audio", "no audio track"), ("frames at 1 fps", "too short for the frame count"),
+              ("silent", "silent audio"), ("README", "known faulty (CREMA-D README)"),
+              ("also in the val", "train video also in val/test"), ("already listed", "duplicate list line"),
+              ("no clip with an audio track", "class without audio"), ("name does not follow", "unexpected file name"),
+              ("unexpected error", "UNEXPECTED ERROR (please report)")]
+
+
+def data_home() -> Path:
+    return Path(os.environ.get("MMBAL_DATA", Path.home() / "mmbal_data")).expanduser()
+
+
+def category(reason: str) -> str:
+    return next((label for key, label in CATEGORIES if key in reason), "other")
+
+
+@dataclass
+class Spec:
+    """What differs between datasets; everything else is shared."""
+
+    name: str
+    title: str
+    module: ModuleType                                   # mmbal.data.<name>: scan, process, shapes, default_config
+    description: str
+    download: Callable[[argparse.Namespace], None]
+    make_splits: Callable[[argparse.Namespace, ScanResult], Callable]
+    class_names: Callable[[ScanResult], list[str]]
+    add_prepare_options: Callable[[argparse.ArgumentParser], None] = lambda p: None
+    add_download_options: Callable[[argparse.ArgumentParser], None] = lambda p: None
+    extra_commands: dict = field(default_factory=dict)   # name -> (help, add_args, func(args) -> int)
+    config: Callable[[argparse.Namespace], dict] | None = None   # default: module.default_config(frame_size=...)
+
+
+def print_skipped(rows: list[dict], *, show: int, where: str | None) -> None:
+    """Counts per reason, with up to ``show`` clip names each; nothing left out silently."""
+    groups = defaultdict(list)
+    for r in rows:
+        groups[(r["step"], category(r["reason"]))].append(r)
+    for (step, cat), items in sorted(groups.items()):
+        print(f"  {len(items):6,d}  {cat}  [{step}]")
+        for r in items[:show]:
+            print(f"            {r['clip']}: {r['reason']}")
+        if len(items) > show:
+            print(f"            ... and {len(items) - show:,} more" + (f" (all listed in {where})" if where else ""))
+
+
+def cmd_verify(spec: Spec, args) -> tuple[int, ScanResult | None]:
+    print(f"{spec.title}: verifying {args.raw}")
+    try:
+        scan = spec.module.scan(args.raw, check_media=True, progress=not args.no_progress)
+    except LayoutError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_LAYOUT, None
+    for key, value in scan.counts.items():
+        print(f"  {key:32s} {value:>8,}")
+    usable = scan.usable()
+    problems = [{"clip": c.clip, "step": "verify", "reason": c.problem} for c in scan.clips if c.problem]
+    print(f"  {'usable clips':32s} {len(usable):>8,}")
+    for note in scan.notes:
+        print(f"  note: {note}")
+    rows = scan.excluded + problems
+    report = Path(args.cache) / "verify.csv"
+    Path(args.cache).mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(report, csv_text(["clip", "step", "reason"], rows).encode("utf-8"))
+    if rows:
+        print(f"  left out: {len(rows):,} (protocol = the MLB protocol excludes it; verify = a problem with the file)")
+        print_skipped(rows, show=args.show, where=str(report))
+    if any(category(r["reason"]).startswith("Git-LFS") for r in problems):
+        print(f"  hint: fetch the media of the Git-LFS pointers with: python -m data_scripts.{spec.name} download --raw {args.raw}")
+    if not usable:
+        print(f"{spec.title}: UNUSABLE - no usable clip in {args.raw}", file=sys.stderr)
+        return EXIT_UNUSABLE, scan
+    if args.strict and problems:
+        print(f"{spec.title}: --strict and {len(problems)} files have problems", file=sys.stderr)
+        return EXIT_UNUSABLE, scan
+    return EXIT_OK, scan
+
+
+def cmd_prepare(spec: Spec, args) -> int:
+    rc, scan = cmd_verify(spec, args)
+    if rc != EXIT_OK:
+        return rc
+    config = spec.config(args) if spec.config else spec.module.default_config(frame_size=args.frame_size)
+    frames_shape, audio_shape = spec.module.shapes(config)
+    try:
+        splitter = spec.make_splits(args, scan)
+        result = run_prepare(args.cache, dataset=spec.name, scan=scan, process=spec.module.process, config=config,
+                             frames_shape=frames_shape, audio_shape=audio_shape, make_splits=splitter,
+                             class_names=spec.class_names(scan), workers=args.workers, force=args.force,
+                             retry_skipped=args.retry_skipped, progress=not args.no_progress)
+    except (UnusableError, ValueError, FileNotFoundError) as err:
+        print(f"{spec.title}: UNUSABLE - {err}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    if not result.up_to_date:
+        print(f"  processed {result.processed:,} clips now, reused {result.reused:,}, "
+              f"left out {len(result.skipped):,} in total (see {Path(args.cache) / 'skipped.csv'})")
+    return EXIT_OK
+
+
+def cmd_report(spec: Spec, args) -> int:
+    try:
+        cache = open_cache(args.cache, dataset=spec.name)
+    except CacheError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    meta = cache.meta
+    size = sum(p.stat().st_size for p in Path(cache.root).iterdir() if p.is_file())
+    print(f"{spec.title} cache at {cache.root} ({size / 1e9:.2f} GB)")
+    print(f"  clips {meta['n_clips']:,}   left out {meta['n_skipped']:,}   classes {len(meta['class_names'])}")
+    print(f"  frames {cache.frames.shape} {cache.frames.dtype}   spectrograms {cache.audio.shape} {cache.audio.dtype}")
+    print(f"  protocol config: {meta['config']}")
+    for fold, sizes in meta["split_sizes"].items():
+        print(f"  fold {fold}: " + "  ".join(f"{p} {n:,}" for p, n in sizes.items()))
+    topped = Counter(r["n_one_fps"] for r in cache.index)
+    print("  clips by number of true 1-fps frames: " + ", ".join(f"{k}: {v:,}" for k, v in sorted(topped.items())))
+    for note in meta.get("notes", []):
+        print(f"  note: {note}")
+    import csv
+
+    with open(cache.root / "skipped.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    if rows:
+        print(f"  left out ({len(rows):,}):")
+        print_skipped(rows, show=args.show, where=str(cache.root / "skipped.csv"))
+    print(f"  use it: mmbal.data.build_dataset({spec.name!r}, seed=109, root={str(cache.root)!r})"
+          f"  or  python -m mmbal train --dataset {spec.name} --data-root {cache.root}")
+    return EXIT_OK
+
+
+def cmd_download(spec: Spec, args) -> int:
+    from data_scripts._download import DownloadError
+
+    try:
+        spec.download(args)
+    except DownloadError as err:
+        print(f"download failed: {err}", file=sys.stderr)
+        return EXIT_DOWNLOAD
+    return EXIT_OK
+
+
+def cmd_all(spec: Spec, args) -> int:
+    if args.download and (rc := cmd_download(spec, args)) != EXIT_OK:
+        return rc
+    if (rc := cmd_prepare(spec, args)) != EXIT_OK:
+        return rc
+    return cmd_report(spec, args)
+
+
+def _frame_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--frame-size wants HxW, e.g. 240x320, got {text!r}") from None
+    return h, w
+
+
+def build_parser(spec: Spec) -> argparse.ArgumentParser:
+    home = data_home() / spec.name
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--raw", type=Path, default=home / "raw",
+                        help=f"the dataset as downloaded (default: {home / 'raw'}; $MMBAL_DATA moves it)")
+    common.add_argument("--cache", type=Path, default=home / "cache",
+                        help=f"the cache folder the loaders read (default: {home / 'cache'})")
+    common.add_argument("--show", type=int, default=20, help="clip names shown per skip reason (all go to a .csv)")
+    common.add_argument("--no-progress", action="store_true", help="no progress bars")
+    common.add_argument("--strict", action="store_true", help="exit 1 if any file has a problem")
+    prep = argparse.ArgumentParser(add_help=False)
+    prep.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="decoding processes (0 = in-process)")
+    prep.add_argument("--frame-size", type=_frame_size, default=(240, 320), help="stored HxW of each frame (default 240x320)")
+    prep.add_argument("--force", action="store_true", help="rebuild the cache from scratch")
+    prep.add_argument("--retry-skipped", action="store_true", help="retry clips that failed in an earlier run")
+    spec.add_prepare_options(prep)
+    dl = argparse.ArgumentParser(add_help=False)
+    spec.add_download_options(dl)
+    parser = argparse.ArgumentParser(prog=f"python -m data_scripts.{spec.name}", description=spec.description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="STEP")
+    sub.add_parser("download", parents=[common, dl], help="fetch the raw dataset into --raw (network; only when asked)")
+    sub.add_parser("verify", parents=[common], help="check layout, counts, Git-LFS pointers and every media header")
+    sub.add_parser("prepare", parents=[common, prep], help="verify, then decode into the cache (resumable, atomic)")
+    sub.add_parser("report", parents=[common], help="summarise a finished cache: sizes, splits, everything left out")
+    p_all = sub.add_parser("all", parents=[common, prep, dl], help="verify + prepare + report (download too with --download)")
+    p_all.add_argument("--download", action="store_true", help="run the download step first")
+    for name, (help_text, add_args, _) in spec.extra_commands.items():
+        add_args(sub.add_parser(name, parents=[common], help=help_text))
+    return parser
+
+
+def main(spec: Spec, argv: list[str] | None = None) -> int:
+    args = build_parser(spec).parse_args(argv)
+    commands = {"download": cmd_download, "verify": lambda s, a: cmd_verify(s, a)[0], "prepare": cmd_prepare,
+                "report": cmd_report, "all": cmd_all}
+    if args.command in spec.extra_commands:
+        return spec.extra_commands[args.command][2](args)
+    return commands[args.command](spec, args)

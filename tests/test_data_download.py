@@ -1,0 +1,80 @@
+"""The download steps, without the network: file:// mirrors, a closed local port, and --help texts."""
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from data_scripts import ave as ave_cli
+from data_scripts import cremad as cremad_cli
+from data_scripts import ucf101 as ucf_cli
+from data_scripts._download import DownloadError, fetch, resolve_pointers
+from mmbal.data import fabricate
+
+OFFLINE = "http://127.0.0.1:9"          # the discard port: refused at once, never leaves the machine
+
+
+def pointer_for(media: Path) -> str:
+    data = media.read_bytes()
+    return (f"version https://git-lfs.github.com/spec/v1\noid sha256:{hashlib.sha256(data).hexdigest()}\n"
+            f"size {len(data)}\n")
+
+
+@pytest.fixture
+def lfs_checkout(tmp_path):
+    """A CREMA-D checkout whose media are Git-LFS pointers, and a file:// 'LFS server' holding the media."""
+    server = tmp_path / "server"
+    fabricate.fabricate_cremad(server, actors=[1001], emotions=("ANG", "SAD"))
+    raw = tmp_path / "raw"
+    for media in sorted(server.glob("*/*")):
+        dest = raw / media.parent.name / media.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(pointer_for(media))
+    return raw, server
+
+
+def test_pointers_are_replaced_by_checked_media(lfs_checkout):
+    raw, server = lfs_checkout
+    files = [(p, f"{p.parent.name}/{p.name}") for p in sorted(raw.glob("*/*"))]
+    assert resolve_pointers(files, [OFFLINE, server.as_uri()], workers=2, progress=False) == []
+    for p, rel in files:
+        assert p.read_bytes() == (server / rel).read_bytes()
+    assert resolve_pointers(files, [OFFLINE], workers=2, progress=False) == []      # resumable: nothing left to do
+
+
+def test_wrong_content_is_refused_and_the_pointer_kept(lfs_checkout, tmp_path):
+    raw, server = lfs_checkout
+    wav = raw / "AudioWAV" / "1001_DFA_ANG_XX.wav"
+    (server / "AudioWAV" / "1001_DFA_ANG_XX.wav").write_bytes(b"<html>quota exceeded</html>")
+    errors = resolve_pointers([(wav, "AudioWAV/1001_DFA_ANG_XX.wav")], [server.as_uri()], progress=False)
+    assert len(errors) == 1 and "does not match the pointer's sha256" in errors[0]
+    assert wav.read_text().startswith("version https://git-lfs")
+
+
+def test_offline_download_fails_with_a_clear_message(lfs_checkout, tmp_path, capsys):
+    with pytest.raises(DownloadError, match=r"cannot download http://127\.0\.0\.1:9/x\.zip: .*offline\?"):
+        fetch(f"{OFFLINE}/x.zip", tmp_path / "x.zip", progress=False)
+    raw, _ = lfs_checkout
+    rc = cremad_cli.main(cremad_cli.SPEC, ["download", "--raw", str(raw), "--media-url", OFFLINE, "--no-progress"])
+    assert rc == 3
+    err = capsys.readouterr().err
+    assert "4 files are still Git-LFS pointers" in err and "1001_DFA_ANG_XX" in err
+    rc = ave_cli.main(ave_cli.SPEC, ["download", "--raw", str(tmp_path / "ave"), "--archive", f"{OFFLINE}/AVE.zip"])
+    assert rc == 3 and "cannot download" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cli", [cremad_cli, ave_cli, ucf_cli])
+def test_help_explains_every_step(cli, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(cli.SPEC, ["--help"])
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    for step in ("download", "verify", "prepare", "report", "all", "Exit codes"):
+        assert step in text
+
+
+def test_module_entry_point_runs():
+    out = subprocess.run([sys.executable, "-m", "data_scripts.ucf101", "prepare", "--help"], capture_output=True,
+                         text=True, cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0 and "--splits {committed,from-data}" in out.stdout and "--workers" in out.stdout
