@@ -1,0 +1,234 @@
+"""Sweeps: the grid of a preset (methods x fusions x seeds/folds), one result JSON per cell.
+
+A finished cell is skipped, so a killed sweep resumes where it stopped (JSONs are written
+atomically by ``mmbal.experiments.write_json``: there is never a partial file). ``shard=(i, n)``
+runs every n-th cell starting at i, so n machines or GPUs can split one table.
+Layout: ``<results>/<table>/runs/<method>__<fusion>__seed<S>.json`` (FAST runs under ``<results>/fast/``).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from mmbal.presets import Preset, get_preset
+
+TRACE_POINTS = 250       # per-step trace columns are subsampled to at most this many points
+TRACE_DIGITS = 5         # and rounded to this many significant digits (keeps each JSON small)
+RELIABILITY_BINS = 15    # the ECE bins of mmbal.metrics
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of a table: a method at a fusion with one seed (and the fold that goes with it)."""
+
+    table: str
+    method: str
+    fusion: str
+    seed: int
+
+    @property
+    def filename(self) -> str:
+        return f"{self.method}__{self.fusion}__seed{self.seed}.json"
+
+
+def table_dir(results: str | Path, table: str, *, fast: bool = False) -> Path:
+    """Folder of one table's results; FAST results live apart so they never mix with full ones."""
+    return Path(results) / ("fast" if fast else "") / table
+
+
+def result_path(results: str | Path, cell: Cell, *, fast: bool = False) -> Path:
+    return table_dir(results, cell.table, fast=fast) / "runs" / cell.filename
+
+
+def grid(preset: str | Preset, *, methods: Iterable[str] | None = None, fusions: Iterable[str] | None = None,
+         seeds: Iterable[int] | None = None, fast: bool = False) -> list[Cell]:
+    """Cells of a preset, optionally restricted; FAST keeps only the first seed unless seeds are given."""
+    preset = get_preset(preset)
+    methods = _check_subset("method", methods, preset.methods)
+    fusions = _check_subset("fusion", fusions, preset.fusions)
+    seeds = list(seeds) if seeds is not None else list(preset.seeds[:1] if fast else preset.seeds)
+    # optional cells (e.g. a fusion too slow for a CPU) run only when their fusion is named
+    return [Cell(preset.name, m, f, s) for s in seeds for m, f in preset.cells(optional=fusions is not None)
+            if (methods is None or m in methods) and (fusions is None or f in fusions)]
+
+
+def _check_subset(kind: str, chosen, valid) -> set[str] | None:
+    if chosen is None:
+        return None
+    chosen = set(chosen)
+    unknown = chosen - set(valid)
+    if unknown:
+        raise ValueError(f"unknown {kind}s {sorted(unknown)}; valid: {', '.join(valid)}")
+    return chosen
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"i/n"`` (0 <= i < n) -> (i, n); None -> (0, 1)."""
+    if text is None:
+        return 0, 1
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like i/n (e.g. 0/2), got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"--shard i/n needs 0 <= i < n, got {text!r}")
+    return i, n
+
+
+def is_finished(path: Path) -> bool:
+    """A result exists and parses (write_json is atomic, so any existing file is complete)."""
+    try:
+        with open(path) as fh:
+            return "test" in json.load(fh)
+    except (OSError, ValueError):
+        return False
+
+
+# -- making a record small and self-describing -------------------------------------------------
+def subsample_trace(trace: dict[str, list], points: int = TRACE_POINTS,
+                    digits: int = TRACE_DIGITS) -> dict[str, list]:
+    """Keep <= ``points`` evenly spaced steps (first and last included) of every trace column."""
+    n = max((len(v) for v in trace.values()), default=0)
+    if n == 0:
+        return {}
+    idx = np.unique(np.linspace(0, n - 1, min(points, n)).round().astype(int))
+    out = {}
+    for key, values in trace.items():
+        if len(values) != n:
+            continue
+        col = np.asarray(values, dtype=float)[idx]
+        out[key] = [int(v) for v in col] if key in ("step", "epoch") else \
+            [float(f"{v:.{digits}g}") for v in col]
+    return out
+
+
+def compact_record(record: dict[str, Any], cell: Cell, *, fast: bool) -> dict[str, Any]:
+    """The record as committed: trace subsampled, plus the table cell it belongs to."""
+    out = dict(record)
+    steps = max((len(v) for v in record.get("trace", {}).values()), default=0)
+    out["trace"] = subsample_trace(record.get("trace", {}))
+    out["trace_info"] = {"steps": steps, "points": len(out["trace"].get("step", [])),
+                         "note": f"evenly subsampled to <= {TRACE_POINTS} points, {TRACE_DIGITS} significant digits"}
+    out["cell"] = {"table": cell.table, "method": cell.method, "fusion": cell.fusion, "seed": cell.seed,
+                   "fast": fast}
+    return out
+
+
+def test_logits(trained, cfg) -> tuple[dict[str, Any], Any]:
+    """Logits of every head on the test split (model at its selected epoch) and the labels.
+
+    ``trained`` is what ``experiments.run`` returns second: a Trainer, or a model (ensemble regime)."""
+    import torch
+
+    from mmbal.data import build_dataset, make_loader
+    from mmbal.train import to_device
+
+    if hasattr(trained, "loaders"):
+        model, loader, device = trained.model, trained.loaders["test"], trained.device
+        forward = lambda batch: trained.balancer.forward(model, batch)        # noqa: E731
+    else:
+        model, device = trained, next(trained.parameters()).device
+        splits = build_dataset(cfg.data.name, seed=cfg.seed, root=cfg.data.root, **cfg.data.options)
+        loader = make_loader(splits.test, batch_size=2 * cfg.data.batch_size, shuffle=False, seed=cfg.seed)
+        forward = model
+    model.eval()
+    logits, labels = {}, []
+    with torch.no_grad():
+        for batch in loader:
+            batch = to_device(batch, device)
+            for k, v in forward(batch)["logits"].items():
+                logits.setdefault(k, []).append(v.float().cpu())
+            labels.append(batch["label"].cpu())
+    return {k: torch.cat(v) for k, v in logits.items()}, torch.cat(labels)
+
+
+def run_cell(cell: Cell, path: str | Path, *, preset: str | Preset | None = None, fast: bool = False,
+             epochs: int | None = None, device: str = "auto", data_root: str | None = None) -> dict[str, Any]:
+    """Train one cell and write its compact result JSON atomically; returns the record."""
+    from mmbal.experiments import run, write_json
+    from mmbal.tables import reliability_bins
+
+    preset = get_preset(preset or cell.table)
+    cfg = preset.run_config(cell.method, cell.fusion, cell.seed, fast=fast, epochs=epochs, device=device,
+                            data_root=data_root)
+    record, trained, _ = run(cfg)
+    record = compact_record(record, cell, fast=fast)
+    try:
+        logits, labels = test_logits(trained, cfg)
+        record["reliability"] = {"test": {h: reliability_bins(v, labels, RELIABILITY_BINS)
+                                          for h, v in logits.items()}}
+    except (AttributeError, KeyError, TypeError) as err:   # a regime without a plain trainer
+        record["reliability"] = {"error": f"{type(err).__name__}: {err}"}
+    write_json(record, path)
+    return record
+
+
+Runner = Callable[..., dict]
+
+
+def sweep(preset: str | Preset, results: str | Path, *, shard: tuple[int, int] = (0, 1), fast: bool = False,
+          methods=None, fusions=None, seeds=None, epochs: int | None = None, device: str = "auto",
+          data_root: str | None = None, runner: Runner | None = None, progress: bool = True,
+          keep_going: bool = True, log: Callable[[str], None] = print) -> dict[str, list[Cell]]:
+    """Run every unfinished cell of this shard; returns {"done", "skipped", "failed"} cell lists.
+
+    A cell that raises is logged and left unwritten (``keep_going``), so a rerun retries it; a cell
+    finished meanwhile by another shard or machine sharing the folder is skipped."""
+    from tqdm.auto import tqdm
+
+    preset = get_preset(preset)
+    i, n = shard
+    cells = grid(preset, methods=methods, fusions=fusions, seeds=seeds, fast=fast)[i::n]
+    runner = runner or run_cell
+    todo = [c for c in cells if not is_finished(result_path(results, c, fast=fast))]
+    skipped = [c for c in cells if c not in todo]
+    log(f"{preset.name}: {len(cells)} runs in shard {i}/{n}, {len(skipped)} finished, "
+        f"{len(todo)} to run -> {table_dir(results, preset.name, fast=fast)}")
+    done, failed = [], []
+    start = time.perf_counter()
+    bar = tqdm(todo, desc="sweep", disable=not progress, unit="run")
+    for cell in bar:
+        if is_finished(result_path(results, cell, fast=fast)):     # written meanwhile by another shard
+            skipped.append(cell)
+            continue
+        bar.set_postfix_str(f"{cell.method}/{cell.fusion}/seed{cell.seed}")
+        t0 = time.perf_counter()
+        try:
+            record = runner(cell, result_path(results, cell, fast=fast), preset=preset, fast=fast,
+                            epochs=epochs, device=device, data_root=data_root)
+        except Exception as err:            # one broken cell must not stop the table; Ctrl-C still does
+            if not keep_going:
+                raise
+            failed.append(cell)
+            log(f"  FAILED {cell.method}/{cell.fusion}/seed{cell.seed}: {type(err).__name__}: {err}")
+            continue
+        done.append(cell)
+        acc = record.get("test", {}).get("mm", {}).get("accuracy")
+        log(f"  {cell.method:<18} {cell.fusion:<12} seed {cell.seed:<4} "
+            f"test mm acc {acc if acc is None else f'{acc:.4f}'}  {time.perf_counter() - t0:6.1f} s")
+    log(f"{len(done)} runs in {time.perf_counter() - start:.1f} s" + (f", {len(failed)} FAILED" if failed else ""))
+    return {"done": done, "skipped": skipped, "failed": failed}
+
+
+def papermill_runner(template: str | Path) -> Runner:
+    """A runner that executes the template notebook per cell and keeps it next to the JSON."""
+    def runner(cell: Cell, path: str | Path, *, preset=None, fast=False, epochs=None, device="auto",
+               data_root=None) -> dict:
+        import papermill
+
+        from mmbal.experiments import read_json
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        params = {"preset": cell.table, "method": cell.method, "fusion": cell.fusion, "seed": cell.seed,
+                  "fast": fast, "out": str(path.resolve()), "epochs": epochs, "device": device,
+                  "data_root": data_root}
+        papermill.execute_notebook(str(template), str(path.with_suffix(".ipynb")), parameters=params,
+                                   progress_bar=False, cwd=str(Path(template).resolve().parent))
+        return read_json(path)
+    return runner

@@ -1,0 +1,274 @@
+"""Results -> tables: load the result JSONs of a table, aggregate mean ± std per row and column.
+
+The std is the population std (``np.std``, ddof=0) over seeds/folds, as the paper reports it
+(reference/paper.md §4.1). Every summary row carries its provenance: commit(s), hardware, dataset,
+seeds, folds and whether the runs were FAST. Also: reliability bins (ECE's 15 bins) of a head.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mmbal.presets import REFERENCE_SOURCE, Preset, get_preset, reference_numbers
+from mmbal.sweep import table_dir
+
+STD_DDOF = 0                                    # population std, np.std (as the paper)
+METRICS = ("accuracy", "macro_f1", "ece")
+NOT_RUN = "not yet run"
+
+
+# -- reliability bins (per-bin counts / confidence / accuracy, as in metrics.expected_calibration_error)
+def reliability_bins(logits, labels, n_bins: int = 15) -> dict[str, list]:
+    """Equal-width confidence bins of softmax(logits): count, mean confidence and accuracy per bin."""
+    import torch
+
+    probs = torch.softmax(logits.float(), dim=1)                                   # (N, C)
+    confidence, pred = probs.max(1)                                                # (N,), (N,)
+    correct = (pred == labels).float()
+    bins = torch.clamp((confidence * n_bins).ceil().long() - 1, 0, n_bins - 1)     # (N,) bin ids
+    count = torch.bincount(bins, minlength=n_bins).float()
+    conf = torch.bincount(bins, weights=confidence, minlength=n_bins) / count.clamp_min(1)
+    acc = torch.bincount(bins, weights=correct, minlength=n_bins) / count.clamp_min(1)
+    return {"count": [int(c) for c in count.tolist()], "confidence": [round(v, 6) for v in conf.tolist()],
+            "accuracy": [round(v, 6) for v in acc.tolist()]}
+
+
+def ece_from_bins(bins: dict[str, list]) -> float:
+    """ECE = sum_b |b| / N * |accuracy_b - confidence_b| from stored reliability bins."""
+    count = np.asarray(bins["count"], dtype=float)
+    gap = np.abs(np.asarray(bins["accuracy"]) - np.asarray(bins["confidence"]))
+    return float((count * gap).sum() / count.sum())
+
+
+# -- loading -------------------------------------------------------------------------------------
+def hardware(env: dict[str, Any]) -> str:
+    if env.get("gpu"):
+        return f"{env['gpu']} (cuda)"
+    return f"cpu {env.get('cpu', '?')}, {env.get('cpu_threads', '?')} threads"
+
+
+def primary_head(test: dict[str, Any]) -> str:
+    """The head a table reports: the fused one ("mm"), or the only head of a unimodal run."""
+    return "mm" if "mm" in test or len(test) != 1 else next(iter(test))
+
+
+def run_row(record: dict[str, Any], path: str | Path = "") -> dict[str, Any]:
+    """One flat row per result: the cell, provenance, and test/val metrics of every head."""
+    cfg, env, cell = record["config"], record.get("environment", {}), record.get("cell", {})
+    row = {"table": cell.get("table"), "method": cell.get("method"),
+           "fusion": cell.get("fusion", cfg["model"]["fusion"]),
+           "seed": cell.get("seed", cfg["seed"]), "fast": bool(cell.get("fast", cfg.get("fast", False))),
+           "dataset": cfg["data"]["name"], "fold": _fold(cfg), "commit": env.get("commit"),
+           "hardware": hardware(env), "torch": env.get("torch"), "epochs_run": len(record.get("history", [])),
+           "best_epoch": record.get("best_epoch"), "seconds": record.get("seconds"), "path": str(path)}
+    head = primary_head(record["test"])
+    for metric in METRICS:
+        row[f"test_{metric}"] = record["test"][head][metric]
+        row[f"val_{metric}"] = record["val"][head][metric]
+    for split in ("test", "val"):
+        for h, values in record[split].items():
+            for metric in METRICS:
+                row[f"{split}_{h}_{metric}"] = values[metric]
+    return row
+
+
+def _fold(cfg: dict[str, Any]):
+    options = cfg["data"].get("options", {})
+    for key in ("fold", "split"):
+        if key in options:
+            return options[key]
+    return None
+
+
+def load_runs(results: str | Path, table: str, *, fast: bool = False) -> pd.DataFrame:
+    """All result JSONs of a table (one row each); an empty frame if none exist."""
+    folder = table_dir(results, table, fast=fast) / "runs"
+    rows = []
+    for path in sorted(folder.glob("*.json")):
+        with open(path) as fh:
+            rows.append(run_row(json.load(fh), path))
+    return pd.DataFrame(rows)
+
+
+# -- aggregation -----------------------------------------------------------------------------------
+def _join(values, *, unique: bool = True) -> str:
+    values = [v for v in values if v is not None and not (isinstance(v, float) and np.isnan(v))]
+    return ";".join(str(v) for v in (dict.fromkeys(values) if unique else values))
+
+
+def summarize(runs: pd.DataFrame, preset: str | Preset | None = None) -> pd.DataFrame:
+    """Mean and population std over seeds of every metric, per (method, fusion), with provenance."""
+    if runs.empty:
+        return pd.DataFrame()
+    metric_cols = [c for c in runs.columns if c.startswith(("test_", "val_"))]
+    rows = []
+    for (method, fusion), g in runs.groupby(["method", "fusion"], sort=False):
+        g = g.sort_values("seed")
+        row = {"method": method, "fusion": fusion, "n": len(g), "seeds": _join(g["seed"], unique=False),
+               "folds": _join(g["fold"], unique=False), "dataset": _join(g["dataset"]), "fast": bool(g["fast"].any()),
+               "commit": _join(g["commit"]), "hardware": _join(g["hardware"]), "torch": _join(g["torch"]),
+               "seconds_mean": float(g["seconds"].mean())}
+        for c in metric_cols:
+            values = g[c].dropna().to_numpy(dtype=float)
+            row[f"{c}_mean"] = float(values.mean()) if len(values) else np.nan
+            row[f"{c}_std"] = float(values.std(ddof=STD_DDOF)) if len(values) else np.nan
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    if preset is not None:
+        preset = get_preset(preset)
+        order = {cell: i for i, cell in enumerate(preset.cells(optional=True))}
+        out["label"] = [preset.methods[m].label if m in preset.methods else m for m in out["method"]]
+        out = out.assign(_o=[order.get((m, f), len(order)) for m, f in zip(out["method"], out["fusion"])])
+        out = out.sort_values("_o").drop(columns="_o").reset_index(drop=True)
+    return out
+
+
+def summary_path(results: str | Path, table: str, *, fast: bool = False) -> Path:
+    return table_dir(results, table, fast=fast) / "summary.csv"
+
+
+def write_summary(table: str, results: str | Path, out: str | Path | None = None, *,
+                  fast: bool = False) -> tuple[Path | None, pd.DataFrame]:
+    """Aggregate a table's JSONs and write the CSV the book renders; (None, empty) if nothing ran."""
+    summary = summarize(load_runs(results, table, fast=fast), table)
+    if summary.empty:
+        return None, summary
+    path = Path(out) if out else summary_path(results, table, fast=fast)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    summary.to_csv(path, index=False, float_format="%.6g")
+    return path, summary
+
+
+def read_summary(path: str | Path) -> pd.DataFrame:
+    return pd.read_csv(path, keep_default_na=True, dtype={"seeds": str, "folds": str})
+
+
+# -- presentation ----------------------------------------------------------------------------------
+def format_pm(mean: float, std: float, *, percent: bool = True, digits: int = 1) -> str:
+    """``71.9 ± 2.2`` (percent) from fractions; NaN -> "not yet run"."""
+    if mean is None or np.isnan(mean):
+        return NOT_RUN
+    scale = 100.0 if percent else 1.0
+    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+
+
+def accuracy_table(summary: pd.DataFrame, preset: str | Preset, *, column: str = "test_accuracy",
+                   percent: bool = True, digits: int = 1) -> pd.DataFrame:
+    """Rows = the preset's methods, columns = its fusions; "mean ± std" or "not yet run"/"—"."""
+    preset = get_preset(preset)
+    cells = set(preset.cells(optional=True))
+    index = {m: preset.methods[m].label for m in preset.methods}
+    table = pd.DataFrame("—", index=list(index.values()), columns=list(preset.fusions))
+    for m, label in index.items():
+        for f in preset.fusions:
+            if (m, f) in cells:
+                table.loc[label, f] = NOT_RUN
+    for _, r in (summary.iterrows() if not summary.empty else []):
+        if (r["method"], r["fusion"]) in cells:
+            table.loc[index[r["method"]], r["fusion"]] = format_pm(r[f"{column}_mean"], r[f"{column}_std"],
+                                                                 percent=percent, digits=digits)
+    table.index.name = "method"
+    return table
+
+
+def reference_column(preset: str | Preset) -> pd.Series | None:
+    """The preset's reference numbers (MCR Table 1), labelled by method, or None if it has none."""
+    preset = get_preset(preset)
+    if preset.reference is None:
+        return None
+    ref = reference_numbers(preset.reference)
+    values = {preset.methods[m].label: (f"{v[0]:.1f} ± {v[1]:.1f}" if (v := ref.get(m)) else "not reported")
+              for m in preset.methods}
+    return pd.Series(values, name=f"reference ({REFERENCE_SOURCE.split(':')[0]})")
+
+
+def paper_table(summary: pd.DataFrame, preset: str | Preset) -> pd.DataFrame:
+    """The book's accuracy table with the reference column beside the main (late concat) fusion."""
+    preset = get_preset(preset)
+    table = accuracy_table(summary, preset)
+    ref = reference_column(preset)
+    if ref is not None:
+        table.insert(1, "reference: MCR Table 1", ref.reindex(table.index))
+        table = table.rename(columns={preset.fusion: f"this book ({preset.fusion})"})
+    return table
+
+
+def provenance(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per row: where the numbers come from (commit, hardware, dataset, seeds, FAST or full)."""
+    cols = ["method", "fusion", "n", "seeds", "folds", "dataset", "fast", "commit", "hardware", "torch"]
+    return summary[[c for c in cols if c in summary.columns]]
+
+
+# -- helpers for the chapters ---------------------------------------------------------------------
+def find_results(start: str | Path | None = None) -> Path | None:
+    """The committed ``book/results`` folder, searched upwards from ``start`` (cwd); None if absent."""
+    here = Path(start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / "book" / "results" / "README.md").is_file():
+            return d / "book" / "results"
+        if d.name == "book" and (d / "results" / "README.md").is_file():
+            return d / "results"
+    return None
+
+
+def load_records(results: str | Path, table: str, method: str, fusion: str, *,
+                 fast: bool = False) -> dict[int, dict]:
+    """Seed -> full result record of one table cell (histories, traces, reliability bins)."""
+    out = {}
+    for path in sorted((table_dir(results, table, fast=fast) / "runs").glob(f"{method}__{fusion}__seed*.json")):
+        with open(path) as fh:
+            record = json.load(fh)
+        out[int(record["cell"]["seed"])] = record
+    return dict(sorted(out.items()))
+
+
+def paired_difference(runs: pd.DataFrame, a: str, b: str, *, fusion: str = "concat",
+                      column: str = "test_accuracy") -> dict[str, Any]:
+    """Method a minus method b, paired by seed (same data split and initialisation seed)."""
+    pick = lambda m: runs[(runs["method"] == m) & (runs["fusion"] == fusion)].set_index("seed")[column]  # noqa: E731
+    xa, xb = pick(a), pick(b)
+    seeds = sorted(set(xa.index) & set(xb.index))
+    d = (xa.loc[seeds] - xb.loc[seeds]).to_numpy(dtype=float)
+    noise = max(float(xa.std(ddof=STD_DDOF)), float(xb.std(ddof=STD_DDOF))) if seeds else np.nan
+    out = {"a": a, "b": b, "n": len(seeds), "diff": float(d.mean()) if len(d) else np.nan,
+           "diff_std": float(d.std(ddof=STD_DDOF)) if len(d) else np.nan, "wins": int((d > 0).sum()),
+           "seed_std": noise}
+    out["verdict"] = ("no paired seeds" if not seeds else "within seed noise" if abs(out["diff"]) <= noise
+                      else ("better" if out["diff"] > 0 else "worse") + " beyond the seed std")
+    return out
+
+
+def pooled_bins(records: dict[int, dict], head: str = "mm") -> dict[str, list] | None:
+    """Reliability bins summed over seeds (counts add; confidence and accuracy count-weighted)."""
+    bins = [r["reliability"]["test"][head] for r in records.values()
+            if head in r.get("reliability", {}).get("test", {})]
+    if not bins:
+        return None
+    count = np.sum([b["count"] for b in bins], axis=0)
+    w = lambda key: np.sum([np.asarray(b[key]) * np.asarray(b["count"]) for b in bins], axis=0)  # noqa: E731
+    safe = np.maximum(count, 1)
+    return {"count": count.tolist(), "confidence": (w("confidence") / safe).tolist(),
+            "accuracy": (w("accuracy") / safe).tolist()}
+
+
+def reproduce_commands(preset: str | Preset, *, shards: int = 1) -> list[str]:
+    """The commands that produce a table's "this book" numbers (data preparation, sweep, table)."""
+    preset = get_preset(preset)
+    cmds = []
+    root = f"~/mmbal_data/{preset.dataset}/cache"
+    if preset.needs_gpu:
+        cmds.append(f"python -m data_scripts.{preset.dataset} all --download "
+                    f"--raw ~/mmbal_data/{preset.dataset}/raw --cache {root}")
+    data = f" --data-root {root}" if preset.needs_gpu else ""
+    device = " --device cuda" if preset.needs_gpu else ""
+    if shards > 1:
+        cmds += [f"CUDA_VISIBLE_DEVICES={i} python -m mmbal sweep --table {preset.name}{data}{device} "
+                 f"--shard {i}/{shards} &" for i in range(shards)] + ["wait"]
+    else:
+        cmds.append(f"python -m mmbal sweep --table {preset.name}{data}{device}")
+    cmds.append(f"python -m mmbal table {preset.name}")
+    return cmds

@@ -1,0 +1,79 @@
+"""Presets resolve to the hyperparameters of reference/paper.md (§4.1-4.7, run.sh table)."""
+import pytest
+
+from mmbal.balancers import BALANCERS, build_balancer
+from mmbal.config import OptimConfig
+from mmbal.presets import FAST_EPOCHS, PAPER_SEEDS, PRESETS, get_preset, reference_numbers
+from mmbal.regimes import REGIMES
+
+
+def test_cremad_resnet_mlb_is_the_run_sh_recipe():
+    cfg = get_preset("cremad_resnet18").run_config("mlb", seed=109)
+    assert (cfg.balancer.name, cfg.objective.name) == ("mlb", "multi_loss")
+    assert cfg.balancer.options["alpha"] == 0.5 and cfg.balancer.options["beta_max"] == 10.0
+    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay) == ("adam", 1e-3, 1e-4)
+    assert cfg.data.batch_size == 32 and cfg.optim.early_stop == 300 and cfg.optim.epochs == 1500
+    assert (cfg.data.name, cfg.model.encoder, cfg.model.fusion) == ("cremad", "resnet18", "concat")
+    assert cfg.data.options == {"fold": 0}
+    # beta per fusion (run.sh): Mid-MLP 5, FiLM 20; other methods keep the CREMA-D early stop 100
+    assert get_preset("cremad_resnet18").run_config("mlb", "mlp").balancer.options["beta_max"] == 5.0
+    assert get_preset("cremad_resnet18").run_config("mlb", "film").balancer.options["beta_max"] == 20.0
+    assert get_preset("cremad_resnet18").run_config("joint").optim.early_stop == 100
+
+
+def test_ave_ogm_agm_and_ucf_agm_mlb():
+    ave = get_preset("ave_resnet18")
+    assert ave.run_config("ogm").balancer.options["alpha"] == 0.6
+    agm = ave.run_config("agm")
+    assert agm.balancer.options["alpha"] == 3.0 and agm.optim.lr == 1e-4
+    assert ave.run_config("mlb").balancer.options == {**ave.run_config("mlb").balancer.options,
+                                                      "alpha": 2.0, "beta_max": 1.0}
+    assert ave.folds is None and ave.run_config("joint", seed=19).data.options == {}
+    ucf = get_preset("ucf101_resnet18")
+    assert ucf.run_config("agm").balancer.options["alpha"] == 2.0
+    assert ucf.run_config("mlb").balancer.options["beta_max"] == 0.5
+    assert ucf.run_config("uni_pre_finetuned").optim.lr == 1e-4
+    assert [ucf.run_config("joint", seed=s).data.options["split"] for s in PAPER_SEEDS] == [1, 2, 3]
+
+
+def test_conformer_and_digits_presets():
+    conf = get_preset("cremad_conformer").run_config("mlb", seed=337)
+    assert (conf.optim.lr, conf.optim.weight_decay, conf.data.batch_size) == (5e-5, 5e-6, 8)
+    assert conf.balancer.options["alpha"] == 5.0 and conf.balancer.options["beta_max"] is None
+    assert conf.data.options == {"fold": 2} and conf.optim.betas == (0.9, 0.999)
+    assert get_preset("cremad_conformer").run_config("joint").optim.betas == (0.95, 0.999)
+    digits = get_preset("digits_av").run_config("mlb")
+    assert digits.optim == OptimConfig()          # SGD 0.9, lr 0.01, wd 1e-4, cosine, 20 epochs
+    assert digits.data.batch_size == 32 and digits.seed == 109
+
+
+def test_every_cell_builds_a_valid_config():
+    for preset in PRESETS.values():
+        for method, fusion in preset.cells(optional=True):
+            cfg = preset.run_config(method, fusion, preset.seeds[-1])
+            build_balancer(cfg.balancer.name, **cfg.balancer.options)   # option names are real
+            if cfg.regime is not None:
+                assert cfg.regime in REGIMES
+            assert cfg.balancer.name in BALANCERS
+
+
+def test_fast_and_bad_names():
+    p = get_preset("digits_av")
+    cfg = p.run_config("joint", fast=True)
+    assert cfg.fast and cfg.optim.epochs == FAST_EPOCHS and cfg.optim.early_stop is None
+    assert p.run_config("unimodal_video").regime_options == {"modality": "video"}
+    with pytest.raises(ValueError, match="valid presets: cremad_resnet18"):
+        get_preset("cremad")
+    with pytest.raises(ValueError, match="valid: unimodal_audio"):
+        p.run_config("mlb_typo")
+    with pytest.raises(ValueError, match="fusions concat"):
+        p.run_config("ogm", "film")                 # OGM is not in the fusion ablation
+
+
+def test_reference_numbers_are_mcr_table1():
+    assert reference_numbers("cremad_resnet18")["mlb"] == (71.9, 2.2)
+    assert reference_numbers("ave_resnet18")["ogm"] == (67.3, 0.6)
+    assert reference_numbers("ucf101_resnet18")["unimodal_audio"] == (30.3, 1.5)
+    assert reference_numbers("cremad_conformer")["pmr"] is None       # PMR is not in MCR Table 1
+    with pytest.raises(ValueError, match="valid: cremad_resnet18"):
+        reference_numbers("sthsth")

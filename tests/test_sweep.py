@@ -1,0 +1,125 @@
+"""Sweeps: grid and shards, resume after a kill (no partial JSON), compact records, a real tiny run."""
+import json
+import os
+
+import pytest
+
+from mmbal.cli import main
+from mmbal.config import OptimConfig
+from mmbal.experiments import read_json, write_json
+from mmbal.presets import Preset, _rows, get_preset
+from mmbal.sweep import (TRACE_POINTS, Cell, grid, is_finished, parse_shard, result_path, run_cell,
+                         subsample_trace, sweep)
+from mmbal.tables import ece_from_bins
+
+TINY = Preset(name="tiny", title="tiny synthetic", dataset="synthetic_av", encoder="small_cnn",
+              optim=OptimConfig(epochs=1, lr=0.05), methods=_rows(("joint", "mlb", "unimodal_audio")),
+              ablation={"sum": ("joint", "mlb")}, data_options={"sizes": (96, 48, 64)}, seeds=(1, 2),
+              needs_gpu=False)
+
+
+def fake_runner(calls, *, fail_at=None):
+    """Writes a minimal record atomically; raises KeyboardInterrupt at call number ``fail_at``."""
+    def runner(cell, path, **kw):
+        calls.append(cell)
+        if fail_at is not None and len(calls) == fail_at:
+            raise KeyboardInterrupt("killed")
+        record = {"test": {"mm": {"accuracy": 0.5}}, "cell": cell.__dict__}
+        write_json(record, path)
+        return record
+    return runner
+
+
+def test_grid_and_shards_partition_the_table():
+    cells = grid(TINY)
+    assert len(cells) == 2 * 5 and len(set(cells)) == 10
+    shards = [set(grid(TINY)[i::3]) for i in range(3)]
+    assert set.union(*shards) == set(cells) and sum(len(s) for s in shards) == len(cells)
+    assert len(grid(TINY, fast=True)) == 5                       # FAST: first seed only
+    assert {c.fusion for c in grid(TINY, fusions=["sum"])} == {"sum"}
+    assert len(grid("digits_av")) == 78                       # transformer fusion: on request only
+    assert {(c.method, c.fusion) for c in grid("digits_av", fusions=["transformer"])} == \
+        {(m, "transformer") for m in ("joint", "multi_loss", "mlb")}
+    assert parse_shard("1/4") == (1, 4)
+    for bad in ("4/4", "1-4", "-1/2"):
+        with pytest.raises(ValueError, match="shard"):
+            parse_shard(bad)
+    with pytest.raises(ValueError, match="valid: joint"):
+        grid(TINY, methods=["agm"])
+
+
+def test_killed_sweep_resumes_only_missing_runs(tmp_path):
+    calls = []
+    with pytest.raises(KeyboardInterrupt):
+        sweep(TINY, tmp_path, runner=fake_runner(calls, fail_at=4), progress=False, log=lambda s: None)
+    runs = tmp_path / "tiny" / "runs"
+    assert len(list(runs.glob("*.json"))) == 3                  # three finished before the kill
+    assert not [p for p in runs.iterdir() if p.name.endswith(".tmp")]
+    result_path(tmp_path, calls[3]).write_text('{"test"')      # a truncated file counts as not run
+    again = []
+    out = sweep(TINY, tmp_path, runner=fake_runner(again), progress=False, log=lambda s: None)
+    assert len(out["skipped"]) == 3 and len(again) == 7 and set(again).isdisjoint(calls[:3])
+    assert all(is_finished(result_path(tmp_path, c)) for c in grid(TINY))
+    assert sweep(TINY, tmp_path, runner=fake_runner([]), progress=False, log=lambda s: None)["done"] == []
+
+
+def test_interrupted_write_leaves_no_partial_json(tmp_path, monkeypatch):
+    path = tmp_path / "r.json"
+
+    def dump_then_die(obj, fh, **kw):
+        fh.write('{"test": {"mm"')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(json, "dump", dump_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        write_json({"test": {}}, path)
+    assert os.listdir(tmp_path) == [] and not is_finished(path)
+
+
+def test_subsample_trace_keeps_ends_and_values():
+    trace = {"step": list(range(1000)), "coeff/audio": [i / 1000 for i in range(1000)], "short": [1, 2]}
+    out = subsample_trace(trace)
+    assert len(out["step"]) == TRACE_POINTS and out["step"][0] == 0 and out["step"][-1] == 999
+    assert out["coeff/audio"] == pytest.approx([s / 1000 for s in out["step"]], rel=1e-4)
+    assert "short" not in out                                   # ragged columns are dropped
+    assert subsample_trace({"step": [0, 1, 2]})["step"] == [0, 1, 2]
+
+
+def test_run_cell_writes_a_small_self_describing_record(tmp_path):
+    cell = Cell("tiny", "mlb", "concat", 2)
+    record = run_cell(cell, tmp_path / "mlb.json", preset=TINY)
+    saved = read_json(tmp_path / "mlb.json")
+    assert saved["cell"] == {"table": "tiny", "method": "mlb", "fusion": "concat", "seed": 2, "fast": False}
+    assert saved["config"]["balancer"] == {"name": "mlb", "options": record["config"]["balancer"]["options"]}
+    assert saved["config"]["balancer"]["options"]["alpha"] == 0.5       # factory default written out
+    assert len(saved["trace"]["step"]) <= TRACE_POINTS and "coeff/video" in saved["trace"]
+    bins = saved["reliability"]["test"]["mm"]
+    assert sum(bins["count"]) == 64                                     # every test sample binned
+    assert ece_from_bins(bins) == pytest.approx(saved["test"]["mm"]["ece"], abs=1e-5)
+    assert saved["test"]["audio"]["accuracy"] > 1 / 6                   # learns something in one epoch
+
+
+def test_cli_dry_run_and_run_validation(tmp_path, capsys):
+    assert main(["sweep", "--table", "digits_av", "--dry-run", "--results", str(tmp_path),
+                 "--shard", "1/2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 39 and all(line.startswith("todo") for line in lines)
+    assert main(["run", "--preset", "digits_av", "--method", "nope", "--results", str(tmp_path)]) == 2
+    assert "valid: unimodal_audio" in capsys.readouterr().err
+    assert get_preset("digits_av").fusion == "concat"
+
+
+def test_a_failing_cell_is_reported_and_retried(tmp_path):
+    calls = []
+
+    def flaky(cell, path, **kw):
+        calls.append(cell)
+        if cell.method == "mlb" and cell.seed == 1:
+            raise RuntimeError("diverged")
+        return fake_runner([])(cell, path)
+
+    out = sweep(TINY, tmp_path, runner=flaky, progress=False, log=lambda s: None)
+    assert [(c.method, c.seed) for c in out["failed"]] == [("mlb", 1), ("mlb", 1)]   # concat and sum
+    assert len(out["done"]) == 8 and not is_finished(result_path(tmp_path, out["failed"][0]))
+    again = sweep(TINY, tmp_path, runner=fake_runner([]), progress=False, log=lambda s: None)
+    assert sorted(map(str, again["done"])) == sorted(map(str, out["failed"]))

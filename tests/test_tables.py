@@ -1,0 +1,82 @@
+"""Aggregation: mean ± population std on hand-made result JSONs, tables, reliability bins."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mmbal.experiments import write_json
+from mmbal.metrics import expected_calibration_error
+from mmbal.tables import (NOT_RUN, accuracy_table, ece_from_bins, format_pm, load_runs, paper_table,
+                          read_summary, reliability_bins, summarize, write_summary)
+
+
+def record(method, fusion, seed, acc, *, video=0.3, fast=False, table="cremad_resnet18"):
+    heads = {"mm": {"accuracy": acc, "macro_f1": acc - 0.05, "ece": 0.1},
+             "audio": {"accuracy": 0.6, "macro_f1": 0.5, "ece": 0.2},
+             "video": {"accuracy": video, "macro_f1": 0.2, "ece": 0.05}}
+    fold = {109: 0, 19: 1, 337: 2}[seed]
+    return {"config": {"data": {"name": "cremad", "options": {"fold": fold}}, "model": {"fusion": fusion},
+                       "seed": seed, "fast": fast},
+            "environment": {"commit": "abc1234", "device": "cuda", "gpu": "NVIDIA H200"},
+            "cell": {"table": table, "method": method, "fusion": fusion, "seed": seed, "fast": fast},
+            "best_epoch": 3, "seconds": 10.0, "history": [{}] * 5, "val": heads, "test": heads}
+
+
+@pytest.fixture
+def results(tmp_path):
+    runs = tmp_path / "cremad_resnet18" / "runs"
+    for seed, acc, video in ((109, 0.6, 0.3), (19, 0.7, 0.4), (337, 0.8, 0.2)):
+        write_json(record("mlb", "concat", seed, acc, video=video), runs / f"mlb__concat__seed{seed}.json")
+    write_json(record("joint", "concat", 109, 0.55), runs / "joint__concat__seed109.json")
+    write_json(record("joint", "film", 109, 0.5), runs / "joint__film__seed109.json")
+    return tmp_path
+
+
+def test_mean_and_population_std(results):
+    runs = load_runs(results, "cremad_resnet18")
+    assert len(runs) == 5 and set(runs["hardware"]) == {"NVIDIA H200 (cuda)"}
+    s = summarize(runs, "cremad_resnet18").set_index(["method", "fusion"])
+    mlb = s.loc[("mlb", "concat")]
+    assert mlb["test_accuracy_mean"] == pytest.approx(0.7)
+    assert mlb["test_accuracy_std"] == pytest.approx(np.sqrt(0.02 / 3))    # population std, not 0.1
+    assert mlb["test_video_accuracy_mean"] == pytest.approx(0.3)
+    assert mlb["test_video_accuracy_std"] == pytest.approx(np.std([0.3, 0.4, 0.2]))
+    assert mlb["test_macro_f1_mean"] == pytest.approx(0.65)
+    assert (mlb["n"], mlb["seeds"], mlb["folds"], mlb["commit"]) == (3, "19;109;337", "1;0;2", "abc1234")
+    assert s.loc[("joint", "concat"), "test_accuracy_std"] == 0.0
+    assert list(summarize(runs, "cremad_resnet18")["method"][:2]) == ["joint", "mlb"]   # preset order
+
+
+def test_table_cells_and_reference_column(results):
+    _, summary = write_summary("cremad_resnet18", results)
+    table = accuracy_table(summary, "cremad_resnet18")
+    assert table.loc["MLB", "concat"] == "70.0 ± 8.2"
+    assert table.loc["Joint training", "film"] == "50.0 ± 0.0"
+    assert table.loc["Multi-loss", "film"] == NOT_RUN and table.loc["OGM", "film"] == "—"
+    paper = paper_table(summary, "cremad_resnet18")
+    assert paper.loc["MLB", "reference: MCR Table 1"] == "71.9 ± 2.2"
+    assert paper.loc["PMR", "reference: MCR Table 1"] == "not reported"
+    assert (accuracy_table(pd.DataFrame(), "ave_resnet18")["concat"] == NOT_RUN).all()
+
+
+def test_csv_round_trip(results):
+    path, summary = write_summary("cremad_resnet18", results)
+    back = read_summary(path)
+    assert list(back["method"]) == list(summary["method"])
+    np.testing.assert_allclose(back["test_accuracy_std"], summary["test_accuracy_std"], rtol=1e-5)
+    assert back.loc[back["method"] == "mlb", "seeds"].item() == "19;109;337"
+    none, empty = write_summary("ucf101_resnet18", results)
+    assert none is None and empty.empty
+    assert format_pm(float("nan"), 0.0) == NOT_RUN and format_pm(0.12345, 0.01, digits=2) == "12.35 ± 1.00"
+
+
+def test_reliability_bins_reproduce_ece():
+    g = torch.Generator().manual_seed(0)
+    logits, labels = 3 * torch.randn(500, 6, generator=g), torch.randint(0, 6, (500,), generator=g)
+    bins = reliability_bins(logits, labels)
+    assert len(bins["count"]) == 15 and sum(bins["count"]) == 500
+    assert ece_from_bins(bins) == pytest.approx(expected_calibration_error(logits, labels), abs=1e-5)
+    # hand case: two samples, confidence 0.9 (right) and 0.6 (wrong) -> ECE = (0.1 + 0.6) / 2
+    two = torch.log(torch.tensor([[0.9, 0.1], [0.4, 0.6]]))
+    b = reliability_bins(two, torch.tensor([0, 0]), n_bins=10)
+    assert b["count"][8] == 1 and b["count"][5] == 1 and ece_from_bins(b) == pytest.approx(0.35)
