@@ -57,9 +57,14 @@ class Fusion(nn.Module):
         super().__init__()
         n = len(modalities)
         if n < self.min_modalities or (self.max_modalities is not None and n > self.max_modalities):
-            upper = self.max_modalities if self.max_modalities is not None else "any number of"
-            raise ValueError(f"{type(self).__name__} fuses {self.min_modalities} to {upper} "
-                             f"modalities, got {n}: {list(modalities)}")
+            if self.max_modalities == self.min_modalities:
+                expected = f"exactly {self.min_modalities}"
+            elif self.max_modalities is None:
+                expected = f"{self.min_modalities} or more"
+            else:
+                expected = f"{self.min_modalities} to {self.max_modalities}"
+            raise ValueError(f"{type(self).__name__} fuses {expected} modalities, "
+                             f"got {n}: {list(modalities)}")
         self.modalities = tuple(modalities)
         self.dims = dict(dims)
         self.num_classes = num_classes

@@ -1,10 +1,24 @@
-"""Late fusion heads (more in the fusion chapter)."""
+"""The fusion heads of the paper (§5 `cls_type`): late `sum` / `concat`, mid `mlp`, `film`,
+`gated` and `transformer`.
+
+Every fusion keeps the modules that see one modality alone in ``parts[m]`` (scaled with modality m
+by OGM / MLB); the rest (output layers, shared biases, the transformer) is shared.
+"""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from mmbal.models.base import Fusion
+
+
+def _pick_pair(fusion: str, modalities: tuple[str, ...], first: str | None, role: str) -> tuple[str, str]:
+    """(first, second) of a two-modality fusion; ``first`` defaults to audio (the paper's choice)."""
+    if first is None:
+        first = "audio" if "audio" in modalities else modalities[0]
+    if first not in modalities:
+        raise ValueError(f"{fusion}: {role} must be one of {list(modalities)}, got {first!r}")
+    return first, next(m for m in modalities if m != first)
 
 
 class ConcatFusion(Fusion):
@@ -30,3 +44,151 @@ class ConcatFusion(Fusion):
         """OGM's split: W_m z_m + b / M for each modality."""
         share = self.bias / len(self.modalities)
         return {m: self.parts[m](features[m]) + share for m in self.modalities}
+
+
+class SumFusion(Fusion):
+    """Late sum of per-modality linear classifiers: logits = sum_m (W_m z_m + b_m).
+
+    Each modality owns its whole classifier (bias included), so the unimodal split is exact.
+    """
+
+    def __init__(self, modalities, dims, num_classes):
+        super().__init__(modalities, dims, num_classes)
+        for m in self.modalities:
+            self.parts[m] = nn.Linear(dims[m], num_classes)
+
+    def fuse(self, features, tokens=None):
+        return sum(self.parts[m](features[m]) for m in self.modalities)  # (B, C)
+
+    def unimodal_logits(self, features, tokens=None):
+        return {m: self.parts[m](features[m]) for m in self.modalities}  # (B, D_m) -> (B, C)
+
+
+class MLPFusion(Fusion):
+    """Mid fusion (paper §5 ``nonlinear``): h = sum_m W_m z_m + b, then
+    ReLU -> Dropout -> Linear(h, h) -> ReLU -> Dropout -> Linear(h, C) (hidden 64, dropout 0.1)."""
+
+    def __init__(self, modalities, dims, num_classes, *, hidden: int = 64, dropout: float = 0.1):
+        super().__init__(modalities, dims, num_classes)
+        for m in self.modalities:
+            self.parts[m] = nn.Linear(dims[m], hidden, bias=False)
+        self.bias = nn.Parameter(torch.zeros(hidden))
+        self.mlp = nn.Sequential(nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, hidden),
+                                 nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+
+    def fuse(self, features, tokens=None):
+        h = sum(self.parts[m](features[m]) for m in self.modalities) + self.bias  # (B, hidden)
+        return self.mlp(h)                                                          # (B, C)
+
+
+class FiLMFusion(Fusion):
+    """FiLM (Perez et al. 2018; paper §5 ``film``): [gamma, beta] = G z_c + g;
+    logits = W (gamma * z_t + beta) + b, where modality c (audio by default) conditions t.
+
+    ``parts[c]`` is the generator G (it sees z_c alone); the classifier W is shared. With
+    ``residual=True`` the scale is 1 + gamma and G starts at zero, so the fusion starts as a
+    linear classifier of z_t (identity modulation); the default is the paper's plain gamma.
+    """
+
+    min_modalities = max_modalities = 2
+
+    def __init__(self, modalities, dims, num_classes, *, conditioner: str | None = None,
+                 residual: bool = False):
+        super().__init__(modalities, dims, num_classes)
+        self.conditioner, self.target = _pick_pair("film", self.modalities, conditioner, "conditioner")
+        self.residual = residual
+        self.parts[self.conditioner] = nn.Linear(dims[self.conditioner], 2 * dims[self.target])
+        if residual:
+            nn.init.zeros_(self.parts[self.conditioner].weight)
+            nn.init.zeros_(self.parts[self.conditioner].bias)
+        self.classifier = nn.Linear(dims[self.target], num_classes)
+
+    def modulation(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(gamma, beta), each (B, D_t), computed from the conditioning modality."""
+        gamma, beta = self.parts[self.conditioner](features[self.conditioner]).chunk(2, dim=-1)
+        return (1.0 + gamma if self.residual else gamma), beta                # (B, 2 D_t) -> 2 x (B, D_t)
+
+    def fuse(self, features, tokens=None):
+        gamma, beta = self.modulation(features)
+        return self.classifier(gamma * features[self.target] + beta)            # (B, D_t) -> (B, C)
+
+
+class GatedFusion(Fusion):
+    """Gated fusion (Kiela et al. 2018; paper §5 ``gated``):
+    logits = W (sigmoid(A z_g) * (V z_v)) + b, where modality g (audio by default) gates v.
+
+    ``parts[g] = A`` and ``parts[v] = V`` each see one modality; W is shared.
+    """
+
+    min_modalities = max_modalities = 2
+
+    def __init__(self, modalities, dims, num_classes, *, gate: str | None = None,
+                 hidden: int | None = None):
+        super().__init__(modalities, dims, num_classes)
+        self.gate, self.value = _pick_pair("gated", self.modalities, gate, "gate")
+        hidden = hidden or dims[self.value]
+        self.parts[self.gate] = nn.Linear(dims[self.gate], hidden)
+        self.parts[self.value] = nn.Linear(dims[self.value], hidden)
+        self.classifier = nn.Linear(hidden, num_classes)
+
+    def gate_values(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """sigmoid(A z_g), shape (B, hidden), every value in (0, 1)."""
+        return torch.sigmoid(self.parts[self.gate](features[self.gate]))
+
+    def fuse(self, features, tokens=None):
+        gated = self.gate_values(features) * self.parts[self.value](features[self.value])  # (B, hidden)
+        return self.classifier(gated)                                                       # (B, C)
+
+
+class TokenProjection(nn.Module):
+    """One modality's entry to the transformer: Linear(D_m -> d) plus a learned modality embedding."""
+
+    def __init__(self, dim: int, d_model: int):
+        super().__init__()
+        self.proj = nn.Linear(dim, d_model)
+        self.embedding = nn.Parameter(torch.randn(d_model) * 0.02)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.proj(tokens) + self.embedding                # (B, L, D_m) -> (B, L, d)
+
+
+class TransformerFusion(Fusion):
+    """Token-level fusion (paper §5 ``tf``): [CLS; P_1 t_1 + e_1; ...; P_M t_M + e_M] through a
+    small pre-norm transformer encoder (2 layers); logits = W LayerNorm(h_CLS) + b.
+
+    ``parts[m]`` is modality m's projection P_m with its embedding e_m. The paper used a 2-layer
+    Conformer here; a standard transformer encoder is used instead (no convolution over tokens
+    whose order mixes space and time).
+    """
+
+    uses_tokens = True
+
+    def __init__(self, modalities, dims, num_classes, *, d_model: int = 512, num_layers: int = 2,
+                 num_heads: int = 8, ffn_dim: int | None = None, dropout: float = 0.1):
+        super().__init__(modalities, dims, num_classes)
+        if d_model % num_heads:
+            raise ValueError(f"transformer: d_model ({d_model}) must be divisible by num_heads ({num_heads})")
+        for m in self.modalities:
+            self.parts[m] = TokenProjection(dims[m], d_model)
+        self.cls = nn.Parameter(torch.randn(1, 1, d_model) * 0.02)
+        layer = nn.TransformerEncoderLayer(d_model, num_heads, ffn_dim or 4 * d_model, dropout,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d_model)
+        self.classifier = nn.Linear(d_model, num_classes)
+
+    def _classify(self, tokens: dict[str, torch.Tensor], modalities) -> torch.Tensor:
+        if tokens is None:
+            raise ValueError("transformer fusion needs the token sequences (B, L_m, D_m) of every modality")
+        first = tokens[modalities[0]]
+        seq = [self.cls.expand(first.shape[0], -1, -1)]                         # (B, 1, d)
+        seq += [self.parts[m](tokens[m]) for m in modalities]                   # (B, L_m, d) each
+        h = self.encoder(torch.cat(seq, dim=1))                                 # (B, 1 + sum L_m, d)
+        return self.classifier(self.norm(h[:, 0]))                              # (B, d) -> (B, C)
+
+    def fuse(self, features, tokens=None):
+        return self._classify(tokens, self.modalities)
+
+    def unimodal_logits(self, features, tokens=None):
+        """Modality m's prediction: the same head attending to CLS and m's tokens only."""
+        return {m: self._classify(tokens, (m,)) for m in self.modalities}

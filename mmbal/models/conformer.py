@@ -1,0 +1,112 @@
+"""Conformer encoders of the paper's Conformer tables (§4.2), built on torchaudio's Conformer.
+
+frontend (B, ...) -> frame features (B, T, D_in) -> [Linear(D_in, 50, no bias) -> Linear(50, d)
+-> Dropout] -> Conformer (5 blocks, d 512, 8 heads, FF 2048, depthwise kernel 31, dropout 0.1)
+-> tokens (B, T, d); the model's mean over tokens is the paper's mean over time.
+
+Attention and the depthwise convolution run along time, with the batch first: torchaudio's
+Conformer takes (B, T, D) plus lengths. (The official MLB code passes (T, B, D) to a batch-first
+module, so it attends across the batch, paper.md §8 item 7; mmbal does not reproduce that.)
+In training mode the convolution module's BatchNorm (torchaudio's default) still pools batch
+statistics, as any BatchNorm does; ``use_group_norm=True`` makes every sample independent.
+
+Plug-in point for the paper's pretrained extractors (not downloadable here): wav2vec2-large-robust
+audio features (T, 1024) or EfficientNet-B2 face features (T, 1408) per clip. Either let the
+dataset yield them precomputed, with per-sample shape (T, D_in) (any T) — the encoder then
+reads (B, T, D_in) — or pass ``frontend=<module mapping the raw batch to (B, T, D_in)>`` with
+``frontend_dim=D_in``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchaudio.models import Conformer
+
+from mmbal.models.base import Encoder
+from mmbal.models.small_cnn import _backbone
+
+INPUT_KINDS = ("auto", "spectrogram", "frames", "features")
+
+
+class SpectrogramFrames(nn.Module):
+    """(B, C, F, T) spectrogram / fbank -> (B, T, C*F): each time frame is one feature vector."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, f, t = x.shape
+        return x.permute(0, 3, 1, 2).reshape(b, t, c * f)      # (B, C, F, T) -> (B, T, C*F)
+
+
+class FrameFeatures(nn.Module):
+    """(B, C, T, H, W) clip -> (B, T, D): a small 2D CNN on every frame, averaged over space."""
+
+    def __init__(self, channels: int, *, width: int = 16, out_dim: int = 64):
+        super().__init__()
+        self.net = _backbone(channels, width, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = x.shape
+        frames = x.transpose(1, 2).reshape(b * t, c, h, w)      # (B*T, C, H, W)
+        y = self.net(frames).mean(dim=(2, 3))                   # (B*T, D)
+        return y.reshape(b, t, -1)                              # (B, T, D)
+
+
+def _resolve_kind(input_kind: str, input_shape: tuple) -> str:
+    if input_kind not in INPUT_KINDS:
+        raise ValueError(f"conformer: input_kind must be one of {INPUT_KINDS}, got {input_kind!r}")
+    if input_kind == "auto":
+        by_rank = {2: "features", 3: "spectrogram", 4: "frames"}
+        if len(input_shape) not in by_rank:
+            raise ValueError("conformer: per-sample input shape must be (T, D_in) features, "
+                             f"(C, F, T) spectrogram or (C, T, H, W) frames, got {input_shape}")
+        return by_rank[len(input_shape)]
+    rank = {"features": 2, "spectrogram": 3, "frames": 4}[input_kind]
+    if len(input_shape) != rank:
+        raise ValueError(f"conformer: input_kind {input_kind!r} needs a per-sample shape of rank {rank}, "
+                         f"got {input_shape}")
+    return input_kind
+
+
+class ConformerEncoder(Encoder):
+    """torchaudio Conformer over frame features; the defaults are the paper's configuration."""
+
+    def __init__(self, modality: str, input_shape, *, input_kind: str = "auto",
+                 frontend: nn.Module | None = None, frontend_dim: int | None = None,
+                 d_model: int = 512, num_layers: int = 5, num_heads: int = 8, ffn_dim: int = 2048,
+                 kernel_size: int = 31, dropout: float = 0.1, bottleneck: int | None = 50,
+                 frame_width: int = 16, frame_dim: int = 64, use_group_norm: bool = False):
+        input_shape = tuple(input_shape)
+        if frontend is not None:
+            if frontend_dim is None:
+                raise ValueError("conformer: a custom frontend needs frontend_dim (its feature size D_in)")
+            expected, in_dim = input_shape, frontend_dim
+        else:
+            kind = _resolve_kind(input_kind, input_shape)
+            if kind == "features":            # precomputed (T, D_in), e.g. wav2vec2 / face features
+                expected, in_dim, frontend = (None, input_shape[1]), input_shape[1], nn.Identity()
+            elif kind == "spectrogram":       # (C, F, T): T frames of C*F features
+                c, f = input_shape[:2]
+                expected, in_dim, frontend = (c, f, None), c * f, SpectrogramFrames()
+            else:                             # (C, T, H, W): per-frame CNN features
+                expected, in_dim = (input_shape[0], None, None, None), frame_dim
+                frontend = FrameFeatures(input_shape[0], width=frame_width, out_dim=frame_dim)
+        super().__init__(modality, expected)
+        if d_model % num_heads:
+            raise ValueError(f"conformer: d_model ({d_model}) must be divisible by num_heads ({num_heads})")
+        self.out_dim = d_model
+        self.in_dim = in_dim
+        self.frontend = frontend
+        proj: list[nn.Module] = ([nn.Linear(in_dim, bottleneck, bias=False), nn.Linear(bottleneck, d_model)]
+                                 if bottleneck else [nn.Linear(in_dim, d_model)])
+        self.proj = nn.Sequential(*proj, nn.Dropout(dropout))
+        self.conformer = Conformer(input_dim=d_model, num_heads=num_heads, ffn_dim=ffn_dim,
+                                   num_layers=num_layers, depthwise_conv_kernel_size=kernel_size,
+                                   dropout=dropout, use_group_norm=use_group_norm)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.frontend(x)                                   # (B, T, D_in)
+        if feats.dim() != 3 or feats.shape[-1] != self.in_dim:
+            raise ValueError(f"conformer frontend must return (B, T, {self.in_dim}), got {tuple(feats.shape)}")
+        h = self.proj(feats)                                       # (B, T, d)
+        lengths = torch.full((h.shape[0],), h.shape[1], dtype=torch.long, device=h.device)
+        out, _ = self.conformer(h, lengths)                        # (B, T, d), attention along T
+        return out
