@@ -24,9 +24,10 @@ def registries() -> dict:
     from mmbal.data import DATASETS
     from mmbal.models import ENCODERS, FUSIONS
     from mmbal.objectives import OBJECTIVES
+    from mmbal.regimes import REGIMES
 
     return {"datasets": DATASETS, "encoders": ENCODERS, "fusions": FUSIONS,
-            "objectives": OBJECTIVES, "balancers": BALANCERS}
+            "objectives": OBJECTIVES, "balancers": BALANCERS, "regimes": REGIMES}
 
 
 def cmd_list(args) -> int:
@@ -59,6 +60,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--acts-on", choices=("gradient", "update"), default=None,
                    help="scale the gradient (paper) or the update (learning rate) of a modality")
     g.add_argument("--balancer-opt", type=_key_value, action="append", default=[], metavar="KEY=VALUE")
+    g.add_argument("--regime", default=None,
+                   help="unimodal | ensemble | uni_pre_frozen | uni_pre_finetuned (default: none)")
+    g.add_argument("--regime-opt", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                   help="regime option, e.g. modality=audio (repeatable)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--optimizer", default="sgd", help="sgd | adam | adamw")
     g.add_argument("--lr", type=float, default=0.01)
@@ -87,12 +92,13 @@ def config_from_args(args):
                         batch_size=args.batch_size, num_workers=args.num_workers),
         model=ModelConfig(encoder=args.encoder, fusion=args.fusion,
                           encoder_options=dict(args.encoder_opt), fusion_options=dict(args.fusion_opt)),
-        objective=ObjectiveConfig(name=args.objective or paper_objective(args.balancer)),
+        objective=ObjectiveConfig(name=args.objective or paper_objective(args.balancer, balancer_options)),
         balancer=BalancerConfig(name=args.balancer, options=balancer_options),
         optim=OptimConfig(name=args.optimizer, lr=args.lr, momentum=args.momentum,
                           weight_decay=args.weight_decay, schedule=args.schedule, epochs=args.epochs,
                           early_stop=args.early_stop),
-        seed=args.seed, device=args.device, amp=args.amp, progress=not args.no_progress)
+        seed=args.seed, device=args.device, amp=args.amp, progress=not args.no_progress,
+        regime=args.regime, regime_options=dict(args.regime_opt))
 
 
 def summary_table(record: dict) -> str:
@@ -122,10 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one model and write a result JSON")
     add_run_arguments(p)
     p.add_argument("--out", default=None, help="result JSON path")
+    from mmbal.cli_experiments import add_experiment_parsers
+
+    add_experiment_parsers(sub)  # run, sweep, table
     return parser
 
 
-COMMANDS = {"list": cmd_list, "train": cmd_train}
+from mmbal.cli_experiments import EXPERIMENT_COMMANDS  # noqa: E402
+
+COMMANDS = {"list": cmd_list, "train": cmd_train, **EXPERIMENT_COMMANDS}
 
 
 def main(argv: list[str] | None = None) -> int:

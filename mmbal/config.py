@@ -62,6 +62,8 @@ class RunConfig:
     select_head: str = "mm"        # head whose val accuracy selects the best epoch
     fast: bool = False             # recorded in results: was this a FAST (docs/CI) run?
     progress: bool = True
+    regime: str | None = None      # None: one model as configured; else a regime of mmbal.regimes
+    regime_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"modality": "audio"}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

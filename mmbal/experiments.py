@@ -64,6 +64,9 @@ def prepare(cfg: RunConfig):
 
 def run(cfg: RunConfig) -> tuple[dict[str, Any], Trainer, TrainResult]:
     """Train one configuration; returns the result record, the trainer and the raw result."""
+    if cfg.regime is not None:              # unimodal / ensemble / uni-pre: see mmbal.regimes
+        from mmbal.regimes import run_regime
+        return run_regime(cfg)
     device, splits, model, objective, balancer = prepare(cfg)
     trainer = Trainer(model, objective, balancer, splits, optim=cfg.optim,
                       batch_size=cfg.data.batch_size, seed=cfg.seed, device=str(device),

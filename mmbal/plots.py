@@ -53,3 +53,106 @@ def plot_trace(trace: dict[str, list], prefix: str = "coeff/", *, smooth: int = 
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+# -- balancer traces and method comparisons (chapters 5-7) ------------------------------------
+REFERENCE_ONE = ("ratio", "coeff", "target", "lr_scale")   # quantities whose neutral value is 1
+
+
+def _families(keys) -> dict[str, list[str]]:
+    """``{"coeff": ["coeff/audio", "coeff/video"], ...}`` from ``family/modality`` keys."""
+    out: dict[str, list[str]] = {}
+    for key in keys:
+        if "/" in key:
+            out.setdefault(key.split("/", 1)[0], []).append(key)
+    return out
+
+
+def plot_balancer_trace(run: dict, *, families=None, smooth: int = 1, title: str | None = None, ax=None):
+    """Every quantity a balancer reported: per-step columns of ``run["trace"]`` (x = step) and
+    per-epoch values of ``run["history"][e]["balancer"]`` (x = epoch), one panel per family
+    (``score``, ``ratio``, ``coeff``, ``lr_scale``, ...). ``run`` is a result record or a trace;
+    ``ax`` (one Axes per panel) draws into an existing figure."""
+    trace = run.get("trace", run) if isinstance(run, dict) else run
+    history = run.get("history", []) if isinstance(run, dict) else []
+    per_step = _families(k for k in trace if k not in ("step", "epoch"))
+    per_epoch = _families(k for h in history[:1] for k in h.get("balancer", {}))
+    panels = [("step", f, keys) for f, keys in per_step.items()] + \
+             [("epoch", f, keys) for f, keys in per_epoch.items()]
+    if families is not None:
+        panels = [p for p in panels if p[1] in families]
+    if not panels:
+        raise ValueError("this run has no balancer trace to plot (no 'family/modality' columns)")
+    if ax is None:
+        fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.0), squeeze=False)
+    else:
+        axes = np.atleast_1d(ax)
+        if axes.size != len(panels):
+            raise ValueError(f"got {axes.size} axes for {len(panels)} panels: {[p[1] for p in panels]}")
+        fig = axes.ravel()[0].figure
+    for ax, (axis, family, keys) in zip(axes.ravel(), panels):
+        if axis == "step":
+            x = trace.get("step", range(len(trace[keys[0]])))
+            series = {k: _smooth(trace[k], smooth) for k in keys}
+        else:
+            x = [h["epoch"] + 1 for h in history]
+            series = {k: [h["balancer"].get(k, np.nan) for h in history] for k in keys}
+        for key, values in sorted(series.items()):
+            name = key.split("/", 1)[1]
+            ax.plot(x, values, label=name, color=HEAD_COLORS.get(name),
+                    marker="o" if axis == "epoch" else None, ms=3)
+        if family in REFERENCE_ONE:
+            ax.axhline(1.0, color="gray", ls="--", lw=1)
+        ax.set_title(f"{family} (per {axis})")
+        ax.set_xlabel("optimisation step" if axis == "step" else "epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def summarize_runs(runs: dict, *, split: str = "test", heads=("mm", "audio", "video"), metric: str = "accuracy"):
+    """Mean, std (np.std, as the paper) and count of ``metric`` per method and head.
+
+    ``runs`` maps a method label to one result record or a list of them (seeds); returns a
+    DataFrame indexed by method with columns ``<head>_mean``, ``<head>_std`` and ``n``."""
+    import pandas as pd
+
+    rows = {}
+    for label, records in runs.items():
+        records = records if isinstance(records, (list, tuple)) else [records]
+        row = {"n": len(records)}
+        for h in heads:
+            values = [r[split][h][metric] for r in records if h in r[split]]
+            row[f"{h}_mean"] = float(np.mean(values)) if values else np.nan
+            row[f"{h}_std"] = float(np.std(values)) if values else np.nan
+        rows[label] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def plot_method_comparison(runs: dict, *, split: str = "test", heads=("mm", "audio", "video"),
+                           chance: float | None = None, title: str | None = None, ax=None):
+    """One bar per method: fused accuracy (mean +- std over seeds); dots: the unimodal heads
+    (the probes / heads of the same model), so one figure shows accuracy and balance."""
+    table = summarize_runs(runs, split=split, heads=heads)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.62 * len(table) + 1.5), 3.6)) if ax is None else (ax.figure, ax)
+    x = np.arange(len(table))
+    fused = heads[0]
+    ax.bar(x, table[f"{fused}_mean"], yerr=table[f"{fused}_std"].fillna(0), color="lightgray",
+           edgecolor="black", capsize=3, label=f"{fused} (fused)")
+    for i, h in enumerate(heads[1:]):
+        ax.scatter(x + (i - 0.5 * (len(heads) - 2)) * 0.18, table[f"{h}_mean"], color=HEAD_COLORS.get(h),
+                   zorder=3, s=22, label=f"{h} head")
+    if chance is not None:
+        ax.axhline(chance, color="gray", ls=":", lw=1, label="chance")
+    ax.set_xticks(x)
+    ax.set_xticklabels(table.index, rotation=45, ha="right")
+    ax.set_ylabel(f"{split} accuracy")
+    n = sorted(set(table["n"]))
+    ax.set_title(title or f"{split} accuracy (mean ± std over {'/'.join(map(str, n))} run(s))")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig

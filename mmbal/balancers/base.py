@@ -77,6 +77,15 @@ class Balancer:
                     group["lr_scale"] = float(k)
 
 
+def mean_of_others(s: torch.Tensor) -> torch.Tensor:
+    """(M,) -> (M,): entry i is the mean of s_j over j != i (a masked sum, no cancellation)."""
+    n = s.shape[0]
+    if n < 2:
+        raise ValueError(f"balancing needs at least two modalities, got {n}")
+    mask = 1.0 - torch.eye(n, dtype=s.dtype, device=s.device)     # (M, M), zero diagonal
+    return (s[None, :] * mask).sum(1) / (n - 1)
+
+
 def true_class_probability(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Batch mean of softmax(logits)[y]: the confidence score s_m of paper §3.3 (detached)."""
     probs = torch.softmax(logits.detach().float(), dim=1)          # (B, C)

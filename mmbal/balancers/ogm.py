@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import torch
 
-from mmbal.balancers.base import Balancer
+from mmbal.balancers.base import Balancer, mean_of_others
 
 
 def ogm_coefficients(scores: dict[str, torch.Tensor], alpha: float) -> tuple[dict, dict]:
     """(rho_m, k_m) per modality; only a dominant modality (rho_m > 1) gets k_m < 1."""
     names = list(scores)
     s = torch.stack([torch.as_tensor(scores[m], dtype=torch.float32) for m in names]).clamp_min(1e-8)  # (M,)
-    rho = s / ((s.sum() - s) / (len(names) - 1))                   # (M,)
+    rho = s / mean_of_others(s)                                    # (M,)
     k = torch.where(rho > 1.0, 1.0 - torch.tanh(alpha * torch.relu(rho)), torch.ones_like(rho))
     return ({m: rho[i] for i, m in enumerate(names)}, {m: k[i] for i, m in enumerate(names)})
 

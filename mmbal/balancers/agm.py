@@ -1,0 +1,153 @@
+"""AGM (Li et al., ICCV 2023): adaptive gradient modulation of Shapley-style modality outputs.
+
+phi_m: Shapley value of modality m for the fused logits plus an equal share of the empty
+coalition's output, so that sum_m phi_m = fused logits; for two modalities
+phi_a = 1/2 (f(a, v) - f(0, v) + f(a, 0)) (paper.md §6). Coalitions zero the *features* of the
+absent modalities and re-run only the fusion (AGM zeroes the raw input and re-runs the encoders).
+s_m = batch mean of -log softmax(phi_m)[y] (probability clamped at 1e-8);
+r_m = exp(mean_{j != m} s_j - s_m); r*_m = the same from running means of s_m over all steps;
+k_m = exp(alpha * min(r*_m - r_m, 10)) multiplies the gradient that flows into phi_m.
+"""
+from __future__ import annotations
+
+import math
+from itertools import combinations
+
+import torch
+
+from mmbal.balancers.base import Balancer, mean_of_others
+
+SCORE_FLOOR = 1e-8
+MAX_EXPONENT = 10.0
+MAX_ALPHA = 8.0
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; multiplies the incoming gradient by k on the way back."""
+
+    @staticmethod
+    def forward(ctx, x, k):
+        ctx.save_for_backward(k)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (k,) = ctx.saved_tensors
+        return grad * k.to(grad.dtype), None
+
+
+def scale_grad(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """x in the forward pass, k * dL/dx in the backward pass."""
+    return _ScaleGrad.apply(x, torch.as_tensor(k, device=x.device).detach())
+
+
+def coalitions(names) -> list[frozenset]:
+    """Every subset of the modalities, smallest first."""
+    return [frozenset(c) for size in range(len(names) + 1) for c in combinations(names, size)]
+
+
+def coalition_logits(fusion, features: dict, tokens: dict | None, *, full: torch.Tensor | None = None
+                     ) -> dict[frozenset, torch.Tensor]:
+    """Fused logits with the features (and tokens) of absent modalities set to zero, one batched call."""
+    names = tuple(fusion.modalities)
+    wanted = [c for c in coalitions(names) if full is None or len(c) < len(names)]
+    b = next(iter(features.values())).shape[0]
+
+    def stacked(source):                    # (B, ...) per modality -> (K*B, ...) with zeros
+        return {m: torch.cat([x if m in c else torch.zeros_like(x) for c in wanted])
+                for m, x in source.items()}
+
+    was_training = fusion.training
+    fusion.eval()                           # AGM runs its coalition passes in eval mode
+    try:
+        out = fusion(stacked(features), None if tokens is None else stacked(tokens))  # (K*B, C)
+    finally:
+        fusion.train(was_training)
+    values = dict(zip(wanted, out.split(b)))
+    if full is not None:
+        values[frozenset(names)] = full
+    return values
+
+
+def shapley_outputs(values: dict[frozenset, torch.Tensor], names) -> dict[str, torch.Tensor]:
+    """phi_m = f(empty)/M + sum_S |S|!(M-|S|-1)!/M! (f(S + m) - f(S)), S over subsets without m."""
+    n = len(names)
+    empty = values[frozenset()]
+    phi = {}
+    for m in names:
+        others = [o for o in names if o != m]
+        total = empty / n
+        for size in range(n):
+            weight = math.factorial(size) * math.factorial(n - size - 1) / math.factorial(n)
+            for c in combinations(others, size):
+                s = frozenset(c)
+                total = total + weight * (values[s | {m}] - values[s])
+        phi[m] = total
+    return phi
+
+
+def agm_scores(phi: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """s_m = batch mean of -log softmax(phi_m)[y], the probability clamped at 1e-8 (detached)."""
+    out = {}
+    for m, logits in phi.items():
+        p = torch.softmax(logits.detach().float(), dim=1).gather(1, labels[:, None])   # (B, 1)
+        out[m] = -torch.log(p.clamp_min(SCORE_FLOOR)).mean()
+    return out
+
+
+def agm_ratios(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """r_m = exp(mean_{j != m} s_j - s_m); for two modalities r_a = exp(s_v - s_a)."""
+    names = list(scores)
+    s = torch.stack([torch.as_tensor(scores[m], dtype=torch.float32) for m in names])   # (M,)
+    gap = mean_of_others(s) - s                                                          # (M,)
+    return {m: torch.exp(gap[i]) for i, m in enumerate(names)}
+
+
+def agm_coefficients(ratios: dict, targets: dict, alpha: float) -> dict[str, torch.Tensor]:
+    """k_m = exp(alpha * min(r*_m - r_m, 10))."""
+    return {m: torch.exp(alpha * torch.clamp(targets[m] - ratios[m], max=MAX_EXPONENT)) for m in ratios}
+
+
+class AGM(Balancer):
+    """Re-composes the fused logits from Shapley outputs whose gradients are scaled by k_m."""
+
+    def __init__(self, *, alpha: float = 1.5, acts_on: str = "gradient"):
+        super().__init__(acts_on=acts_on)
+        if not (isinstance(alpha, (int, float)) and 0 <= alpha <= MAX_ALPHA):
+            raise ValueError(f"agm: alpha must be in [0, {MAX_ALPHA}] (k can reach exp(10 alpha), which "
+                             f"overflows float32 beyond that), got {alpha!r}")
+        if acts_on != "gradient":
+            raise ValueError("agm: acts_on must be 'gradient' (k scales the gradient of each "
+                             "modality's Shapley output, which has no optimizer group of its own)")
+        self.alpha = alpha
+        self.steps = 0
+        self.running: torch.Tensor | None = None   # running means of s_m, in model.modalities order
+        self._trace: dict[str, torch.Tensor] = {}
+
+    def forward(self, model, inputs):
+        outputs = model(inputs)
+        if not model.training:
+            return outputs                         # evaluation: the plain fused prediction
+        names = model.modalities
+        values = coalition_logits(model.fusion, outputs["features"], outputs.get("tokens"),
+                                  full=outputs["logits"]["mm"])
+        phi = shapley_outputs(values, names)
+        labels = inputs["label"]
+        scores = agm_scores(phi, labels)
+        current = torch.stack([scores[m] for m in names])                        # (M,)
+        if self.running is None:
+            self.running = torch.zeros_like(current)
+        ratios = agm_ratios(scores)
+        targets = agm_ratios({m: self.running[i] for i, m in enumerate(names)})
+        coeffs = agm_coefficients(ratios, targets, self.alpha)
+        self.steps += 1                            # running mean over every step so far
+        self.running = self.running + (current - self.running) / self.steps
+        outputs["logits"]["mm"] = sum(scale_grad(phi[m], coeffs[m]) for m in names)  # (B, C)
+        self._trace = {}
+        for m in names:
+            self._trace.update({f"score/{m}": scores[m], f"ratio/{m}": ratios[m],
+                                f"target/{m}": targets[m], f"coeff/{m}": coeffs[m]})
+        return outputs
+
+    def after_backward(self, model, outputs, labels):
+        return self._trace

@@ -1,0 +1,79 @@
+"""MSLR (Yao & Mihalcea, ACL Findings 2022): modality-specific learning rates, dynamic strategy.
+
+At the start of epoch t, with modality m's validation accuracies a_0 .. a_{t-1}:
+ratio_m = a_{t-1} / mean(a_{t-1-K} .. a_{t-2}) once K + 1 accuracies exist (else 1), and the
+learning-rate multiplier of modality m is lr_m = init_m * ratio_m (K = ``keep_memory``,
+init_m = ``init_scale[m]``; the MLB code base's form, paper.md §6). The accuracy is that of
+modality m's unimodal head, as recorded by the trainer every epoch.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from mmbal.balancers.base import Balancer, EpochContext
+
+
+def mslr_ratio(accuracies: list[float], keep_memory: int) -> float:
+    """Latest accuracy over the mean of the ``keep_memory`` before it (1 while history is short)."""
+    if len(accuracies) <= keep_memory:
+        return 1.0
+    past = accuracies[-1 - keep_memory:-1]
+    mean = sum(past) / len(past)
+    return accuracies[-1] / mean if mean > 0 else 1.0
+
+
+def mslr_rates(val_accuracies: dict[str, list[float]], *, keep_memory: int,
+               init_scale: dict[str, float] | None = None) -> tuple[dict, dict]:
+    """(ratio_m, lr multiplier_m) for every modality from its validation-accuracy history."""
+    init_scale = init_scale or {}
+    ratios = {m: mslr_ratio(list(acc), keep_memory) for m, acc in val_accuracies.items()}
+    return ratios, {m: init_scale.get(m, 1.0) * r for m, r in ratios.items()}
+
+
+class MSLR(Balancer):
+    """Sets each modality's learning-rate multiplier once per epoch (encoder and fusion part)."""
+
+    scaled_roles = ("encoder", "fusion")   # the unimodal probe heads keep the global rate
+
+    def __init__(self, *, init_scale: dict[str, float] | None = None, keep_memory: int = 5,
+                 acts_on: str = "update"):
+        super().__init__(acts_on=acts_on)
+        if not isinstance(keep_memory, int) or keep_memory < 1:
+            raise ValueError(f"mslr: keep_memory must be an integer >= 1, got {keep_memory!r}")
+        init_scale = dict(init_scale or {})
+        bad = {m: v for m, v in init_scale.items()
+               if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0)}
+        if bad:
+            raise ValueError(f"mslr: init_scale values must be finite numbers > 0, got {bad}")
+        self.init_scale, self.keep_memory = init_scale, keep_memory
+        self._k: dict[str, float] = {}
+        self._k_trace: dict[str, torch.Tensor] = {}
+
+    def setup(self, model, optimizer) -> None:
+        unknown = sorted(set(self.init_scale) - set(model.modalities))
+        if unknown:
+            raise ValueError(f"mslr: init_scale names unknown modalities {unknown}; "
+                             f"the model has {list(model.modalities)}")
+        super().setup(model, optimizer)
+        self._set({m: self.init_scale.get(m, 1.0) for m in model.modalities})
+
+    def _set(self, rates: dict[str, float]) -> None:
+        self._k = dict(rates)
+        self._k_trace = {m: torch.tensor(float(k)) for m, k in rates.items()}
+        if self.acts_on == "update":
+            self.apply_coefficients(self._k)   # persistent per-group lr_scale
+
+    def on_epoch_start(self, ctx: EpochContext) -> dict[str, float]:
+        accuracies = {m: [h["val"][m]["accuracy"] for h in ctx.history] for m in self.modalities}
+        ratios, rates = mslr_rates(accuracies, keep_memory=self.keep_memory, init_scale=self.init_scale)
+        self._set(rates)
+        report = {f"ratio/{m}": ratios[m] for m in self.modalities}
+        report.update({f"lr_scale/{m}": rates[m] for m in self.modalities})
+        return report
+
+    def after_backward(self, model, outputs, labels):
+        if self.acts_on == "gradient":
+            self.apply_coefficients(self._k)
+        return {f"coeff/{m}": self._k_trace[m] for m in model.modalities}

@@ -1,0 +1,123 @@
+"""PMR (Fan et al., CVPR 2023): prototypical modal rebalance.
+
+At each epoch start, class prototypes c_{m,k} = mean of modality m's features z_m over training
+samples of class k. Per step: prototype logits -||z_m - c_{m,k}||_2, prototype probability
+p_m = softmax(...)[y], s_m = sum_batch p_m, rho_m = s_m / mean_{j != m} s_j. The lagging
+modality (rho_m < 1) gets the prototypical cross-entropy (PCE) loss with weight alpha:
+L = CE(fused) + sum_m beta_m PCE_m, beta_m = alpha if rho_m < 1 else 0 (as in the MLB code base,
+paper.md §6). The PMR paper's prototype entropy regulariser on the leading modality during the
+first epochs is available (``entropy_weight`` mu, ``entropy_epochs``) and off by default, as there.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from mmbal.balancers.base import Balancer, EpochContext, mean_of_others
+
+
+def class_prototypes(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                     previous: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, D) features, (N,) labels -> (C, D) class means; classes absent here keep ``previous``."""
+    sums = torch.zeros(num_classes, features.shape[1], device=features.device, dtype=features.dtype)
+    sums.index_add_(0, labels, features)                                         # (C, D)
+    counts = torch.bincount(labels, minlength=num_classes).to(features.dtype)     # (C,)
+    means = sums / counts.clamp_min(1)[:, None]
+    if previous is not None:
+        means = torch.where(counts[:, None] > 0, means, previous)
+    return means
+
+
+def prototype_logits(z: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+    """Negative Euclidean distance to every prototype: (B, D), (C, D) -> (B, C)."""
+    return -torch.cdist(z.float(), prototypes.float())
+
+
+def pmr_weights(scores: dict[str, torch.Tensor], alpha: float) -> tuple[dict, dict]:
+    """(rho_m, beta_m): rho_m = s_m / mean of the others; beta_m = alpha for rho_m < 1, else 0."""
+    names = list(scores)
+    s = torch.stack([torch.as_tensor(scores[m], dtype=torch.float32) for m in names]).clamp_min(1e-8)  # (M,)
+    rho = s / mean_of_others(s)                                                   # (M,)
+    beta = torch.where(rho < 1.0, torch.full_like(rho, alpha), torch.zeros_like(rho))
+    return ({m: rho[i] for i, m in enumerate(names)}, {m: beta[i] for i, m in enumerate(names)})
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(f"pmr: {message}")
+
+
+class PMR(Balancer):
+    """Adds the lagging modality's prototypical cross-entropy to the objective (loss hook)."""
+
+    def __init__(self, *, alpha: float = 1.0, refresh_fraction: float = 0.1,
+                 entropy_weight: float = 0.0, entropy_epochs: int = 0, acts_on: str = "gradient"):
+        super().__init__(acts_on=acts_on)
+        finite = lambda x: isinstance(x, (int, float)) and math.isfinite(x)  # noqa: E731
+        _check(finite(alpha) and alpha >= 0, f"alpha must be a finite number >= 0, got {alpha!r}")
+        _check(finite(refresh_fraction) and 0 < refresh_fraction <= 1,
+               f"refresh_fraction must be in (0, 1], got {refresh_fraction!r}")
+        _check(finite(entropy_weight) and entropy_weight >= 0,
+               f"entropy_weight must be >= 0, got {entropy_weight!r}")
+        _check(isinstance(entropy_epochs, int) and entropy_epochs >= 0,
+               f"entropy_epochs must be an integer >= 0, got {entropy_epochs!r}")
+        self.alpha, self.refresh_fraction = alpha, refresh_fraction
+        self.entropy_weight, self.entropy_epochs = entropy_weight, entropy_epochs
+        self.prototypes: dict[str, torch.Tensor] = {}
+        self.epoch = 0
+        self._trace: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def on_epoch_start(self, ctx: EpochContext) -> dict[str, float]:
+        """Recompute prototypes: every training batch at epoch 0, ``refresh_fraction`` of them later."""
+        self.epoch = ctx.epoch
+        model, loader = ctx.model, ctx.train_loader
+        fraction = 1.0 if not self.prototypes else self.refresh_fraction
+        n_batches = max(1, math.ceil(fraction * len(loader)))
+        was_training = model.training
+        model.eval()
+        feats: dict[str, list] = {m: [] for m in model.modalities}
+        labels = []
+        for i, batch in enumerate(loader):
+            if i >= n_batches:
+                break
+            _, features = model.encode({m: batch[m].to(ctx.device) for m in model.modalities})
+            for m in model.modalities:
+                feats[m].append(features[m].float())
+            labels.append(batch["label"].to(ctx.device))
+        model.train(was_training)
+        y = torch.cat(labels)
+        report = {}
+        for m in model.modalities:
+            self.prototypes[m] = class_prototypes(torch.cat(feats[m]), y, model.num_classes,
+                                                  self.prototypes.get(m))         # (C, D)
+            report[f"proto_spread/{m}"] = torch.pdist(self.prototypes[m]).mean().item()
+        return report
+
+    def loss(self, outputs, labels, losses):
+        if not self.prototypes:
+            raise RuntimeError("pmr: prototypes are computed in on_epoch_start; call it before training")
+        names = list(outputs["features"])
+        logits = {m: prototype_logits(outputs["features"][m], self.prototypes[m]) for m in names}  # (B, C)
+        probs = {m: torch.softmax(logits[m].detach(), 1) for m in names}
+        scores = {m: probs[m].gather(1, labels[:, None]).sum() for m in names}
+        rho, beta = pmr_weights(scores, self.alpha)
+        total = losses["total"]
+        self._trace = {}
+        for m in names:
+            pce = F.cross_entropy(logits[m], labels)
+            total = total + beta[m] * pce
+            if self.entropy_weight > 0 and self.epoch < self.entropy_epochs:
+                p = torch.softmax(logits[m], 1)
+                entropy = -(p * torch.log(p.clamp_min(1e-12))).sum(1).mean()
+                # Raise the leading modality's prototype entropy: slows its early convergence.
+                total = total - self.entropy_weight * (rho[m] > 1).float() * entropy
+            self._trace.update({f"score/{m}": scores[m] / len(labels), f"ratio/{m}": rho[m],
+                                f"coeff/{m}": beta[m], f"pce/{m}": pce.detach(),
+                                f"dist/{m}": -logits[m].detach().gather(1, labels[:, None]).mean()})
+        return {**losses, "total": total}
+
+    def after_backward(self, model, outputs, labels):
+        return self._trace
