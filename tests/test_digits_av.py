@@ -180,3 +180,17 @@ def test_root_override_reads_a_copy(tmp_path):
     (tmp_path / "spoken_digits.npz").write_bytes(BANK.read_bytes())
     s = build_dataset("digits_av", seed=0, root=str(tmp_path), max_train=50)
     assert s.sizes()["train"] == 50
+
+
+def test_loader_workers_see_the_epochs_new_pairing():
+    """set_epoch in the main process must reach DataLoader workers (no persistent copies)."""
+    from mmbal.data import build_dataset, make_loader
+
+    train = build_dataset("digits_av", seed=0, max_train=64).train
+    loader = make_loader(train, batch_size=64, shuffle=False, seed=0, num_workers=1)
+    audio = []
+    for epoch in (0, 1):
+        train.set_epoch(epoch)
+        audio.append(next(iter(loader))["audio"])
+        assert torch.equal(audio[-1], torch.stack([train[i]["audio"] for i in range(len(train))]))
+    assert not torch.equal(audio[0], audio[1])

@@ -65,11 +65,15 @@ class DatasetSplits:
 
 def make_loader(dataset: MultimodalDataset, *, batch_size: int, shuffle: bool, seed: int,
                 num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
-    """A seeded DataLoader: the same seed gives the same batch order."""
+    """A seeded DataLoader: the same seed gives the same batch order.
+
+    Workers are not persistent: each epoch's workers copy the dataset after ``set_epoch``, so
+    per-epoch re-pairing and seeded augmentation reach them.
+    """
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
                       num_workers=num_workers, pin_memory=pin_memory, drop_last=False,
-                      persistent_workers=num_workers > 0)
+                      persistent_workers=False)
 
 
 def build_dataset(name: str, *, seed: int, root: str | None = None, **options) -> DatasetSplits:
