@@ -14,12 +14,7 @@ FAST_DATA = {"sizes": (320, 120, 120), "audio_snr_db": 10.0}
 CHANCE = 1 / 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def regime_config(regime, options=None, *, balancer="none", objective="joint") -> RunConfig:
