@@ -44,7 +44,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dataset", default="digits_av")
     g.add_argument("--data-root", default=None, help="cache folder written by data_scripts/")
     g.add_argument("--data-opt", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
-                   help="dataset option, e.g. image_noise=0.75 (repeatable)")
+                   help="dataset option, e.g. image_noise=1.0 (repeatable)")
     g.add_argument("--batch-size", type=int, default=32)
     g.add_argument("--num-workers", type=int, default=0)
     g = p.add_argument_group("model")

@@ -28,7 +28,8 @@ def test_every_chapter_notebook_is_in_the_toc_and_exists():
 
 def test_book_builds_with_warnings_as_errors(tmp_path):
     jb = Path(sys.executable).with_name("jupyter-book")
-    env = {**os.environ, "MMBAL_FAST": "1", "MPLBACKEND": "Agg"}
+    # no MPLBACKEND: the kernel must keep its inline backend, or figures never reach the HTML
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"} | {"MMBAL_FAST": "1"}
     proc = subprocess.run([str(jb), "build", str(ROOT), "--path-output", str(tmp_path), "-W", "-n",
                            "--keep-going"], capture_output=True, text=True, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]

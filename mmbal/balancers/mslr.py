@@ -15,13 +15,17 @@ import torch
 from mmbal.balancers.base import Balancer, EpochContext
 
 
+MIN_PAST_ACCURACY = 1e-6   # below this the past mean carries no signal (an accuracy is k/N >= 1/N)
+
+
 def mslr_ratio(accuracies: list[float], keep_memory: int) -> float:
-    """Latest accuracy over the mean of the ``keep_memory`` before it (1 while history is short)."""
+    """Latest accuracy over the mean of the ``keep_memory`` before it (1 while history is short,
+    and 1 when that mean is ~0: a ratio to nothing would blow the learning rate up)."""
     if len(accuracies) <= keep_memory:
         return 1.0
     past = accuracies[-1 - keep_memory:-1]
     mean = sum(past) / len(past)
-    return accuracies[-1] / mean if mean > 0 else 1.0
+    return accuracies[-1] / mean if mean >= MIN_PAST_ACCURACY else 1.0
 
 
 def mslr_rates(val_accuracies: dict[str, list[float]], *, keep_memory: int,

@@ -273,7 +273,7 @@ def _check_voices(bank: AudioBank, val_voices: tuple[str, ...],
 
 
 @DATASETS.register("digits_av")
-def build_digits_av(*, seed: int, root: str | None = None, image_noise: float = 0.75,
+def build_digits_av(*, seed: int, root: str | None = None, image_noise: float = 1.0,
                     audio_snr_db: float | None = None, audio_uninformative_frac: float = 0.3,
                     audio_speed_jitter: float = 0.0,
                     frames: int = 3, image_size: int = 16, max_shift: int = 1,
