@@ -77,6 +77,7 @@ class Preset:
     encoder_options: Mapping[str, Any] = field(default_factory=dict)
     reference: str | None = None                       # column of REFERENCE_CSV (MCR Table 1)
     needs_gpu: bool = True
+    linear_probe: tuple[str, ...] = ()                 # modalities whose frozen encoder gets a probe
     notes: tuple[str, ...] = ()
 
     @property
@@ -272,6 +273,51 @@ _add(Preset(
            "Every method uses its balancer's default hyperparameters (written into each result JSON); "
            "none was tuned on this data.")))
 
+
+# -- Chapter 10: does gradient balancing survive the optimizer? -------------------------------------
+ANALYSIS_OPTIMIZERS: dict[str, dict[str, Any]] = {
+    "sgd": {},                                                        # the digits_av recipe
+    "adam": dict(name="adam", lr=1e-3, betas=(0.9, 0.999)),           # same decay, schedule, epochs
+}
+# Time-average of MLB's k over all steps of the three committed digits_av MLB runs (concat, SGD);
+# tests/test_analysis.py recomputes it from those result files.
+FIXED_K_DIGITS = {"audio": 0.0, "video": 0.0}
+LONG_EPOCHS = 40                                                      # 2x the recipe: does MLB's edge fade?
+ANALYSIS_SEEDS = (109, 19, 337, 0, 1)
+
+
+def _analysis_rows() -> dict[str, Method]:
+    """joint, multi-loss, OGM-GE, MLB (gradient and update form) and the fixed-k control, per optimizer,
+    plus multi-loss and MLB on a schedule twice as long (SGD)."""
+    base = {
+        "joint": ROWS["joint"], "multi_loss": ROWS["multi_loss"], "ogm_ge": ROWS["ogm_ge"],
+        "mlb": dataclasses.replace(ROWS["mlb"], label="MLB (gradient form)"),
+        "mlb_update": dataclasses.replace(ROWS["mlb"], label="MLB (update form)").with_options(acts_on="update"),
+        "fixed": Method("Fixed k (update form)", objective="multi_loss", balancer="fixed",
+                        options={"coefficients": FIXED_K_DIGITS, "acts_on": "update"}),
+    }
+    rows = {}
+    for opt, overrides in ANALYSIS_OPTIMIZERS.items():
+        for name, m in base.items():
+            rows[f"{name}_{opt}"] = dataclasses.replace(m, label=f"{m.label}, {opt.upper()}", optim=overrides)
+    for name in ("multi_loss", "mlb"):
+        m = base[name]
+        rows[f"{name}_long_sgd"] = dataclasses.replace(m, label=f"{m.label}, SGD, {LONG_EPOCHS} epochs",
+                                                       optim={"epochs": LONG_EPOCHS})
+    return rows
+
+
+_add(Preset(
+    name="digits_av_optim", title="Digits-AV: balancing under SGD with momentum and under Adam (chapter 10)",
+    dataset="digits_av", encoder="small_cnn", optim=OptimConfig(), methods=_analysis_rows(),
+    seeds=ANALYSIS_SEEDS, needs_gpu=False, linear_probe=("audio", "video"),
+    notes=("SGD rows: the digits_av recipe (momentum 0.9, lr 0.01, weight decay 1e-4, cosine over 20 epochs, "
+           "batch 32). Adam rows: the same with Adam, lr 1e-3, betas (0.9, 0.999).",
+           "Update form: k multiplies the modality's learning rate each step instead of its gradient, so "
+           "Adam's normalisation cannot divide it out (chapter 6).",
+           "Fixed k: MLB's time-averaged coefficients, held constant; it separates adaptive balancing from "
+           "a constant bigger step for the slow modality.",
+           "After training, each frozen encoder gets a logistic-regression linear probe (mmbal.probe).")))
 
 def get_preset(name: str | Preset) -> Preset:
     """A preset by name (a ``Preset`` passes through); unknown names list the valid ones."""

@@ -164,6 +164,13 @@ def run_cell(cell: Cell, path: str | Path, *, preset: str | Preset | None = None
                                           for h, v in logits.items()}}
     except (AttributeError, KeyError, TypeError) as err:   # a regime without a plain trainer
         record["reliability"] = {"error": f"{type(err).__name__}: {err}"}
+    if preset.linear_probe:
+        if not hasattr(trained, "loaders"):
+            raise ValueError(f"preset {preset.name!r} asks for a linear probe, which needs a plain "
+                             f"trainer; method {cell.method!r} is a regime")
+        from mmbal.probe import linear_probe
+        record["linear_probe"] = linear_probe(trained.model, trained.loaders["train"], trained.loaders["test"],
+                                              preset.linear_probe, trained.device)
     write_json(record, path)
     return record
 

@@ -73,6 +73,8 @@ def run_row(record: dict[str, Any], path: str | Path = "") -> dict[str, Any]:
         for h, values in record[split].items():
             for metric in METRICS:
                 row[f"{split}_{h}_{metric}"] = values[metric]
+    for m, probe in record.get("linear_probe", {}).items():      # mmbal.probe: frozen-encoder probe
+        row[f"test_probe_{m}_accuracy"] = probe["test_accuracy"]
     return row
 
 
@@ -237,7 +239,8 @@ def paired_difference(runs: pd.DataFrame, a: str, b: str, *, fusion: str = "conc
     out = {"a": a, "b": b, "n": len(seeds), "diff": float(d.mean()) if len(d) else np.nan,
            "diff_std": float(d.std(ddof=STD_DDOF)) if len(d) else np.nan, "wins": int((d > 0).sum()),
            "seed_std": noise}
-    out["verdict"] = ("no paired seeds" if not seeds else "within seed noise" if abs(out["diff"]) <= noise
+    out["verdict"] = ("no paired seeds" if not seeds else "one seed: no verdict" if len(seeds) < 2
+                      else "within seed noise" if abs(out["diff"]) <= noise
                       else ("better" if out["diff"] > 0 else "worse") + " beyond the seed std")
     return out
 
@@ -266,7 +269,8 @@ def reproduce_commands(preset: str | Preset, *, shards: int = 1) -> list[str]:
     data = f" --data-root {root}" if preset.needs_gpu else ""
     device = " --device cuda" if preset.needs_gpu else ""
     if shards > 1:
-        cmds += [f"CUDA_VISIBLE_DEVICES={i} python -m mmbal sweep --table {preset.name}{data}{device} "
+        gpu = lambda i: f"CUDA_VISIBLE_DEVICES={i} " if preset.needs_gpu else ""    # noqa: E731
+        cmds += [f"{gpu(i)}python -m mmbal sweep --table {preset.name}{data}{device} "
                  f"--shard {i}/{shards} &" for i in range(shards)] + ["wait"]
     else:
         cmds.append(f"python -m mmbal sweep --table {preset.name}{data}{device}")

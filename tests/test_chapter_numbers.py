@@ -22,7 +22,7 @@ from mmbal.tables import (NOT_RUN, format_pm, load_runs, paper_table, read_summa
 
 BOOK = Path(__file__).resolve().parent.parent / "book"
 RESULTS = BOOK / "results"
-CHAPTERS = sorted(BOOK.glob("08*.ipynb")) + sorted(BOOK.glob("09*.ipynb"))
+CHAPTERS = sorted(BOOK.glob("08*.ipynb")) + sorted(BOOK.glob("09*.ipynb")) + sorted(BOOK.glob("10*.ipynb"))
 COMMITTED = [t for t in PRESETS if summary_path(RESULTS, t).exists()]
 
 

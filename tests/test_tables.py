@@ -6,8 +6,9 @@ import torch
 
 from mmbal.experiments import write_json
 from mmbal.metrics import expected_calibration_error
-from mmbal.tables import (NOT_RUN, accuracy_table, ece_from_bins, format_pm, load_runs, paper_table,
-                          read_summary, reliability_bins, summarize, write_summary)
+from mmbal.tables import (NOT_RUN, accuracy_table, ece_from_bins, format_pm, load_runs, paired_difference,
+                          paper_table, read_summary, reliability_bins, reproduce_commands, summarize,
+                          write_summary)
 
 
 def record(method, fusion, seed, acc, *, video=0.3, fast=False, table="cremad_resnet18"):
@@ -80,3 +81,23 @@ def test_reliability_bins_reproduce_ece():
     two = torch.log(torch.tensor([[0.9, 0.1], [0.4, 0.6]]))
     b = reliability_bins(two, torch.tensor([0, 0]), n_bins=10)
     assert b["count"][8] == 1 and b["count"][5] == 1 and ece_from_bins(b) == pytest.approx(0.35)
+
+
+def test_paired_difference_pairs_by_seed():
+    rows = [{"method": m, "fusion": "concat", "seed": s, "test_accuracy": v}
+            for m, vals in (("a", (0.80, 0.70, 0.90)), ("b", (0.70, 0.72, 0.80))) for s, v in zip((1, 2, 3), vals)]
+    runs = pd.DataFrame(rows + [{"method": "a", "fusion": "concat", "seed": 4, "test_accuracy": 0.1}])  # unpaired
+    d = paired_difference(runs, "a", "b")
+    assert d["n"] == 3 and d["wins"] == 2
+    assert d["diff"] == pytest.approx((0.10 - 0.02 + 0.10) / 3)
+    assert d["diff_std"] == pytest.approx(np.std([0.10, -0.02, 0.10]))
+    assert d["verdict"] == "within seed noise"           # a's own seed std (with seed 4) is larger
+    one = paired_difference(runs[runs["seed"] == 1], "a", "b")
+    assert one["n"] == 1 and one["verdict"] == "one seed: no verdict"
+
+
+def test_reproduce_commands_name_gpus_only_for_gpu_tables():
+    cpu = reproduce_commands("digits_av", shards=2)
+    assert cpu[0] == "python -m mmbal sweep --table digits_av --shard 0/2 &" and cpu[-1] == "python -m mmbal table digits_av"
+    gpu = reproduce_commands("cremad_resnet18", shards=2)
+    assert gpu[0].startswith("python -m data_scripts.cremad") and gpu[1].startswith("CUDA_VISIBLE_DEVICES=0 ")
