@@ -7,6 +7,7 @@ video 3 frames of 3x224x224) when ``resnet18`` is registered, else the small CNN
 
     python bench/balancer_overhead.py                       # CPU, batch 4, 7 rounds
     python bench/balancer_overhead.py --batch-size 32 --rounds 15 --device cuda
+    python bench/balancer_overhead.py --batch-size 32 --rounds 5 --methods ogm,ogm_ge,mlb   # a subset
 
 Targets: <= 1.03 for the gradient-scaling methods (OGM, OGM-GE, MSLR, MLB), <= 1.15 for the
 methods with extra passes (AGM, PMR). PMR's per-epoch prototype pass is not part of a step; it is
@@ -39,13 +40,13 @@ TARGET = {"ogm": 1.03, "ogm_ge": 1.03, "mslr": 1.03, "mlb": 1.03, "mlb_stopgrad"
 CREMAD_STEPS_PER_EPOCH = math.ceil(4043 / 32)
 
 
-def build_trainers(shapes, encoder, batch, device, num_classes):
+def build_trainers(shapes, encoder, batch, device, num_classes, names=None):
     """One Trainer per method (each with its own identically initialised model)."""
     data = TensorSplit({m: batch[m].cpu() for m in shapes}, batch["label"].cpu(),
                        class_names=[str(c) for c in range(num_classes)])
     splits = DatasetSplits(data, data, data)
     methods = {"baseline": ("none", "multi_loss")}
-    methods.update({name: (name, paper_objective(name, OPTIONS.get(name))) for name in BALANCERS.names()})
+    methods.update({name: (name, paper_objective(name, OPTIONS.get(name))) for name in names or BALANCERS.names()})
     trainers = {}
     for label, (name, objective) in methods.items():
         torch.manual_seed(0)
@@ -103,6 +104,8 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (CPU)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--small", action="store_true", help="small CNN at Digits-AV shapes")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated balancers to time against the baseline (default: all)")
     parser.add_argument("--clock", choices=("cpu", "wall"), default=None,
                         help="cpu: this process's CPU time (robust on a shared machine; default on CPU); "
                              "wall: elapsed time (default on CUDA)")
@@ -116,7 +119,11 @@ def main(argv=None) -> None:
     g = torch.Generator().manual_seed(0)
     batch = {m: torch.randn(args.batch_size, *s, generator=g) for m, s in shapes.items()}
     batch["label"] = torch.arange(args.batch_size) % 6
-    trainers = build_trainers(shapes, encoder, batch, str(device), num_classes=6)
+    names = None if args.methods is None else [m for m in args.methods.split(",") if m]
+    unknown = sorted(set(names or ()) - set(BALANCERS.names()))
+    if unknown:
+        parser.error(f"unknown balancers {unknown}; valid: {', '.join(BALANCERS.names())}")
+    trainers = build_trainers(shapes, encoder, batch, str(device), num_classes=6, names=names)
     batch = {k: v.to(device) for k, v in batch.items()}
     print(f"model: {encoder} at {'CREMA-D' if use_resnet else 'Digits-AV'} shapes {shapes}, batch "
           f"{args.batch_size}, device {device}, {args.threads} thread(s), {args.rounds} interleaved rounds, "
@@ -136,9 +143,8 @@ def main(argv=None) -> None:
             t = timed_step(trainers[label], batch, clock)
             if r >= args.warmup:
                 times[label].append(t)
-        if r >= args.warmup:
+        if r >= args.warmup and "pmr" in trainers:
             proto.append(prototype_pass(trainers["pmr"], clock))
-    pmr_epoch_pass = statistics.median(proto)
     base = statistics.median(times["baseline"])
     print(f"\nbaseline (multi_loss, none): median step {base * 1e3:.1f} ms\n")
     steps = args.warmup + args.rounds
@@ -156,6 +162,9 @@ def main(argv=None) -> None:
     print("\nratio: median step / baseline median; min ratio: fastest step / fastest baseline step; hooks: time "
           "inside the balancer's loss and after_backward hooks per step (AGM's and MMCosine's extra work is in "
           "their forward hook and in backward, so it shows only in the step ratios)")
+    if "pmr" not in trainers:
+        return
+    pmr_epoch_pass = statistics.median(proto)
     refresh = trainers["pmr"].balancer.refresh_fraction
     per_epoch = math.ceil(refresh * CREMAD_STEPS_PER_EPOCH) * pmr_epoch_pass
     print(f"\npmr prototype refresh: {pmr_epoch_pass * 1e3:.1f} ms per batch (eval pass); "
