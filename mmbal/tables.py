@@ -228,6 +228,17 @@ def load_records(results: str | Path, table: str, method: str, fusion: str, *,
     return dict(sorted(out.items()))
 
 
+def paired_t_pvalue(diffs) -> float:
+    """Two-sided p-value of a paired t-test on per-seed differences (NaN below two seeds or when
+    every difference is the same): t = mean / (sample std / sqrt(n)), n - 1 degrees of freedom."""
+    from scipy import stats
+
+    d = np.asarray(diffs, dtype=float)
+    if len(d) < 2 or np.all(d == d[0]):
+        return float("nan")
+    return float(stats.ttest_1samp(d, 0.0).pvalue)
+
+
 def paired_difference(runs: pd.DataFrame, a: str, b: str, *, fusion: str = "concat",
                       column: str = "test_accuracy") -> dict[str, Any]:
     """Method a minus method b, paired by seed (same data split and initialisation seed)."""
@@ -238,7 +249,7 @@ def paired_difference(runs: pd.DataFrame, a: str, b: str, *, fusion: str = "conc
     noise = max(float(xa.std(ddof=STD_DDOF)), float(xb.std(ddof=STD_DDOF))) if seeds else np.nan
     out = {"a": a, "b": b, "n": len(seeds), "diff": float(d.mean()) if len(d) else np.nan,
            "diff_std": float(d.std(ddof=STD_DDOF)) if len(d) else np.nan, "wins": int((d > 0).sum()),
-           "seed_std": noise}
+           "seed_std": noise, "p_paired_t": paired_t_pvalue(d)}
     out["verdict"] = ("no paired seeds" if not seeds else "one seed: no verdict" if len(seeds) < 2
                       else "within seed noise" if abs(out["diff"]) <= noise
                       else ("better" if out["diff"] > 0 else "worse") + " beyond the seed std")

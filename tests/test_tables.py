@@ -2,6 +2,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats
 import torch
 
 from mmbal.experiments import write_json
@@ -92,8 +93,11 @@ def test_paired_difference_pairs_by_seed():
     assert d["diff"] == pytest.approx((0.10 - 0.02 + 0.10) / 3)
     assert d["diff_std"] == pytest.approx(np.std([0.10, -0.02, 0.10]))
     assert d["verdict"] == "within seed noise"           # a's own seed std (with seed 4) is larger
+    diffs = np.array([0.10, -0.02, 0.10])
+    t = diffs.mean() / (diffs.std(ddof=1) / np.sqrt(3))
+    assert d["p_paired_t"] == pytest.approx(2 * scipy.stats.t.sf(abs(t), df=2))
     one = paired_difference(runs[runs["seed"] == 1], "a", "b")
-    assert one["n"] == 1 and one["verdict"] == "one seed: no verdict"
+    assert one["n"] == 1 and one["verdict"] == "one seed: no verdict" and np.isnan(one["p_paired_t"])
 
 
 def test_reproduce_commands_name_gpus_only_for_gpu_tables():
