@@ -156,6 +156,9 @@ def run_cell(cell: Cell, path: str | Path, *, preset: str | Preset | None = None
     preset = get_preset(preset or cell.table)
     cfg = preset.run_config(cell.method, cell.fusion, cell.seed, fast=fast, epochs=epochs, device=device,
                             data_root=data_root)
+    if preset.linear_probe and cfg.regime is not None:          # checked before any training
+        raise ValueError(f"preset {preset.name!r} asks for a linear probe, which needs one trained model; "
+                         f"method {cell.method!r} is the regime {cfg.regime!r}")
     record, trained, _ = run(cfg)
     record = compact_record(record, cell, fast=fast)
     try:
@@ -165,9 +168,6 @@ def run_cell(cell: Cell, path: str | Path, *, preset: str | Preset | None = None
     except (AttributeError, KeyError, TypeError) as err:   # a regime without a plain trainer
         record["reliability"] = {"error": f"{type(err).__name__}: {err}"}
     if preset.linear_probe:
-        if not hasattr(trained, "loaders"):
-            raise ValueError(f"preset {preset.name!r} asks for a linear probe, which needs a plain "
-                             f"trainer; method {cell.method!r} is a regime")
         from mmbal.probe import linear_probe
         record["linear_probe"] = linear_probe(trained.model, trained.loaders["train"], trained.loaders["test"],
                                               preset.linear_probe, trained.device)

@@ -61,6 +61,10 @@ def test_a_probing_preset_writes_probe_accuracies_into_the_results(tmp_path, one
     assert max(p["train_accuracy"] for p in probe.values()) > 1 / 6    # above chance (6 classes)
     runs = load_runs(tmp_path, "tiny_probe")
     assert runs.loc[0, "test_probe_video_accuracy"] == probe["video"]["test_accuracy"]
+    regime = dataclasses.replace(tiny, methods=_rows(("ensemble",)))
+    with pytest.raises(ValueError, match="needs one trained model"):
+        run_cell(Cell("tiny_probe", "ensemble", "concat", 1), tmp_path / "e.json", preset=regime)
+    assert not (tmp_path / "e.json").exists()
 
 
 # -- coefficients and the fixed-k control ------------------------------------------------------
