@@ -77,6 +77,13 @@ class Balancer:
                     group["lr_scale"] = float(k)
 
 
+def check_known_modalities(where: str, names, model) -> None:
+    """Fail before training when per-modality options name a modality the model does not have."""
+    unknown = sorted(set(names) - set(model.modalities))
+    if unknown:
+        raise ValueError(f"{where} names unknown modalities {unknown}; the model has {list(model.modalities)}")
+
+
 def mean_of_others(s: torch.Tensor) -> torch.Tensor:
     """(M,) -> (M,): entry i is the mean of s_j over j != i (a masked sum, no cancellation)."""
     n = s.shape[0]

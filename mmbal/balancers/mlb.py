@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from mmbal.balancers.base import Balancer, true_class_probability
+from mmbal.balancers.base import Balancer, check_known_modalities, true_class_probability
 from mmbal.models.multimodal import ROLES
 
 EPS = 1e-8
@@ -114,10 +114,7 @@ class FixedCoefficients(Balancer):
         self.coefficients = {m: float(k) for m, k in coefficients.items()}
 
     def setup(self, model, optimizer) -> None:
-        unknown = sorted(set(self.coefficients) - set(model.modalities))
-        if unknown:
-            raise ValueError(f"fixed: coefficients name unknown modalities {unknown}; "
-                             f"the model has {list(model.modalities)}")
+        check_known_modalities("fixed: coefficients", self.coefficients, model)
         super().setup(model, optimizer)
         self._k = {m: self.coefficients.get(m, 1.0) for m in model.modalities}
         self._k_trace = {m: torch.tensor(k) for m, k in self._k.items()}

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from mmbal.balancers.base import Balancer, EpochContext
+from mmbal.balancers.base import Balancer, EpochContext, check_known_modalities
 
 
 MIN_PAST_ACCURACY = 1e-6   # below this the past mean carries no signal (an accuracy is k/N >= 1/N)
@@ -56,10 +56,7 @@ class MSLR(Balancer):
         self._k_trace: dict[str, torch.Tensor] = {}
 
     def setup(self, model, optimizer) -> None:
-        unknown = sorted(set(self.init_scale) - set(model.modalities))
-        if unknown:
-            raise ValueError(f"mslr: init_scale names unknown modalities {unknown}; "
-                             f"the model has {list(model.modalities)}")
+        check_known_modalities("mslr: init_scale", self.init_scale, model)
         super().setup(model, optimizer)
         self._set({m: self.init_scale.get(m, 1.0) for m in model.modalities})
 
