@@ -52,8 +52,7 @@ def grid(preset: str | Preset, *, methods: Iterable[str] | None = None, fusions:
     methods = _check_subset("method", methods, preset.methods)
     fusions = _check_subset("fusion", fusions, preset.fusions)
     seeds = list(seeds) if seeds is not None else list(preset.seeds[:1] if fast else preset.seeds)
-    # optional cells (e.g. a fusion too slow for a CPU) run only when their fusion is named
-    return [Cell(preset.name, m, f, s) for s in seeds for m, f in preset.cells(optional=fusions is not None)
+    return [Cell(preset.name, m, f, s) for s in seeds for m, f in preset.cells()
             if (methods is None or m in methods) and (fusions is None or f in fusions)]
 
 

@@ -122,7 +122,7 @@ def summarize(runs: pd.DataFrame, preset: str | Preset | None = None) -> pd.Data
     out = pd.DataFrame(rows)
     if preset is not None:
         preset = get_preset(preset)
-        order = {cell: i for i, cell in enumerate(preset.cells(optional=True))}
+        order = {cell: i for i, cell in enumerate(preset.cells())}
         out["label"] = [preset.methods[m].label if m in preset.methods else m for m in out["method"]]
         out = out.assign(_o=[order.get((m, f), len(order)) for m, f in zip(out["method"], out["fusion"])])
         out = out.sort_values("_o").drop(columns="_o").reset_index(drop=True)
@@ -162,7 +162,7 @@ def accuracy_table(summary: pd.DataFrame, preset: str | Preset, *, column: str =
                    percent: bool = True, digits: int = 1) -> pd.DataFrame:
     """Rows = the preset's methods, columns = its fusions; "mean ± std" or "not yet run"/"—"."""
     preset = get_preset(preset)
-    cells = set(preset.cells(optional=True))
+    cells = set(preset.cells())
     index = {m: preset.methods[m].label for m in preset.methods}
     table = pd.DataFrame("—", index=list(index.values()), columns=list(preset.fusions))
     for m, label in index.items():

@@ -51,7 +51,7 @@ def test_rendered_table_shows_only_file_values(table):
     main_col = f"this book ({preset.fusion})" if preset.reference else preset.fusion
     expected = {(preset.methods[r.method].label, r.fusion): format_pm(r.test_accuracy_mean, r.test_accuracy_std)
                 for r in summary.itertuples()} if not summary.empty else {}
-    for (method, fusion) in preset.cells(optional=True):
+    for (method, fusion) in preset.cells():
         label = preset.methods[method].label
         value = shown.loc[label, main_col if fusion == preset.fusion else fusion]
         assert value == expected.get((label, fusion), NOT_RUN), (table, method, fusion, value)

@@ -49,7 +49,7 @@ def test_conformer_and_digits_presets():
 
 def test_every_cell_builds_a_valid_config():
     for preset in PRESETS.values():
-        for method, fusion in preset.cells(optional=True):
+        for method, fusion in preset.cells():
             cfg = preset.run_config(method, fusion, preset.seeds[-1])
             build_balancer(cfg.balancer.name, **cfg.balancer.options)   # option names are real
             if cfg.regime is not None:
