@@ -1,13 +1,16 @@
-"""Experiment commands: ``run`` (one table cell), ``sweep`` (a whole table), ``table`` (aggregate to CSV).
+"""Experiment commands: ``run`` (one table cell), ``sweep`` (a whole table), ``table`` (aggregate to CSV),
+``compare`` (a re-run against the committed runs).
 
     python -m mmbal run --preset digits_av --method mlb --fusion concat --seed 109
     python -m mmbal sweep --table digits_av [--shard 0/2] [--results book/results] [--fast]
     python -m mmbal table digits_av [--results book/results] [--out summary.csv]
+    python -m mmbal compare digits_av --rerun /tmp/rerun [--out rerun_check.json]
 """
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 DEFAULT_RESULTS = "book/results"
@@ -66,6 +69,12 @@ def add_experiment_parsers(sub) -> None:
     p.add_argument("--out", default=None, help="CSV path (default: <results>/<table>/summary.csv)")
     p.add_argument("--fast", action="store_true", help="aggregate the FAST results")
 
+    p = sub.add_parser("compare", help="compare a re-run of some cells with the committed runs of a table")
+    p.add_argument("name", help=f"one of: {names}")
+    p.add_argument("--rerun", required=True, help="results folder of the re-run (e.g. written by sweep --results)")
+    p.add_argument("--results", default=DEFAULT_RESULTS, help="reference results (default: %(default)s)")
+    p.add_argument("--out", default=None, help="also write the comparison as JSON, with the re-run's provenance")
+
 
 def cmd_run(args) -> int:
     from mmbal.presets import get_preset
@@ -123,4 +132,33 @@ def cmd_table(args) -> int:
     return 0
 
 
-EXPERIMENT_COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "table": cmd_table}
+def cmd_compare(args) -> int:
+    """Exit 0 when every re-run cell is within its reference cell's seed std, 1 otherwise (2: nothing to compare)."""
+    import pandas as pd
+
+    from mmbal.experiments import write_json
+    from mmbal.tables import compare_runs, load_runs
+
+    reference, rerun = load_runs(args.results, args.name), load_runs(args.rerun, args.name)
+    if reference.empty or rerun.empty:
+        print(f"nothing to compare: {len(reference)} reference runs under {args.results}, "
+              f"{len(rerun)} re-runs under {args.rerun} for {args.name}", file=sys.stderr)
+        return 2
+    diff = compare_runs(reference, rerun)
+    if diff.empty:
+        print(f"no cell of {args.name} is in both {args.results} and {args.rerun}", file=sys.stderr)
+        return 2
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(diff.round(4).to_string(index=False))
+    n, same, within = len(diff), int(diff["identical"].sum()), int(diff["within_seed_std"].sum())
+    print(f"{n} cells re-run: {same} identical, {within} within the reference cell's seed std")
+    if args.out:
+        runs = rerun.merge(diff[["method", "fusion", "seed"]], on=["method", "fusion", "seed"])
+        write_json({"table": args.name, "cells": n, "identical": same, "within_seed_std": within,
+                    "rerun_hardware": sorted(set(runs["hardware"])), "rerun_commit": sorted(set(map(str, runs["commit"]))),
+                    "rows": diff.to_dict(orient="records")}, args.out)
+        print(f"wrote {args.out}")
+    return 0 if within == n else 1
+
+
+EXPERIMENT_COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "table": cmd_table, "compare": cmd_compare}

@@ -256,6 +256,20 @@ def paired_difference(runs: pd.DataFrame, a: str, b: str, *, fusion: str = "conc
     return out
 
 
+def compare_runs(reference: pd.DataFrame, rerun: pd.DataFrame, *, column: str = "test_accuracy") -> pd.DataFrame:
+    """A re-run against the reference runs, cell by cell (method, fusion, seed): both values, their
+    difference, and the reference cell's seed std (population std over its seeds), the yardstick of
+    "within seed noise". Only cells present in both are compared."""
+    key = ["method", "fusion", "seed"]
+    std = reference.groupby(["method", "fusion"])[column].std(ddof=STD_DDOF).rename("seed_std")
+    both = reference[key + [column]].merge(rerun[key + [column]], on=key, suffixes=("_reference", "_rerun"))
+    both = both.join(std, on=["method", "fusion"])
+    both["difference"] = both[f"{column}_rerun"] - both[f"{column}_reference"]
+    both["identical"] = both["difference"] == 0
+    both["within_seed_std"] = both["difference"].abs() <= both["seed_std"]
+    return both.sort_values(key, kind="stable").reset_index(drop=True)
+
+
 def pooled_bins(records: dict[int, dict], head: str = "mm") -> dict[str, list] | None:
     """Reliability bins summed over seeds (counts add; confidence and accuracy count-weighted)."""
     bins = [r["reliability"]["test"][head] for r in records.values()

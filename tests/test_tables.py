@@ -1,4 +1,6 @@
 """Aggregation: mean ± population std on hand-made result JSONs, tables, reliability bins."""
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,9 +9,9 @@ import torch
 
 from mmbal.experiments import write_json
 from mmbal.metrics import expected_calibration_error
-from mmbal.tables import (NOT_RUN, accuracy_table, ece_from_bins, format_pm, load_runs, paired_difference,
-                          paper_table, read_summary, reliability_bins, reproduce_commands, summarize,
-                          write_summary)
+from mmbal.tables import (NOT_RUN, accuracy_table, compare_runs, ece_from_bins, format_pm, load_runs,
+                          paired_difference, paper_table, read_summary, reliability_bins, reproduce_commands,
+                          summarize, write_summary)
 
 
 def record(method, fusion, seed, acc, *, video=0.3, fast=False, table="cremad_resnet18"):
@@ -105,3 +107,28 @@ def test_reproduce_commands_name_gpus_only_for_gpu_tables():
     assert cpu[0] == "python -m mmbal sweep --table digits_av --shard 0/2 &" and cpu[-1] == "python -m mmbal table digits_av"
     gpu = reproduce_commands("cremad_resnet18", shards=2)
     assert gpu[0].startswith("python -m data_scripts.cremad") and gpu[1].startswith("CUDA_VISIBLE_DEVICES=0 ")
+
+
+def test_compare_runs_cell_by_cell_against_the_seed_std(results, tmp_path, capsys):
+    from mmbal.cli import main
+
+    rerun = tmp_path / "rerun"
+    runs = rerun / "cremad_resnet18" / "runs"
+    write_json(record("mlb", "concat", 109, 0.6), runs / "mlb__concat__seed109.json")            # identical
+    write_json(record("mlb", "concat", 19, 0.75), runs / "mlb__concat__seed19.json")             # +0.05 <= std
+    write_json(record("joint", "concat", 109, 0.56), runs / "joint__concat__seed109.json")       # std 0: outside
+    write_json(record("ogm", "concat", 109, 0.5), runs / "ogm__concat__seed109.json")            # no reference
+    diff = compare_runs(load_runs(results, "cremad_resnet18"), load_runs(rerun, "cremad_resnet18"))
+    assert list(zip(diff["method"], diff["seed"])) == [("joint", 109), ("mlb", 19), ("mlb", 109)]
+    mlb19 = diff.set_index(["method", "seed"]).loc[("mlb", 19)]
+    assert mlb19["difference"] == pytest.approx(0.05) and mlb19["seed_std"] == pytest.approx(np.sqrt(0.02 / 3))
+    assert list(diff["identical"]) == [False, False, True] and list(diff["within_seed_std"]) == [False, True, True]
+
+    out = tmp_path / "check.json"
+    assert main(["compare", "cremad_resnet18", "--results", str(results), "--rerun", str(rerun),
+                 "--out", str(out)]) == 1                                    # joint is outside its seed std
+    assert "3 cells re-run: 1 identical, 2 within the reference cell's seed std" in capsys.readouterr().out
+    saved = json.loads(out.read_text())
+    assert (saved["cells"], saved["identical"], saved["within_seed_std"]) == (3, 1, 2)
+    assert saved["rerun_hardware"] == ["NVIDIA H200 (cuda)"] and len(saved["rows"]) == 3
+    assert main(["compare", "cremad_resnet18", "--results", str(results), "--rerun", str(tmp_path / "none")]) == 2
