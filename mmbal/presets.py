@@ -267,7 +267,8 @@ _add(Preset(
     fusion_model_options={"transformer": DIGITS_TRANSFORMER},
     needs_gpu=False,
     notes=("Transformer fusion at width 64 (4 heads, feed-forward 128, 2 layers) instead of the paper's "
-           "512: the small CNNs give 64-d tokens, and at width 512 one CPU run took over 20 times as long.",
+           "512: the small CNNs give 64-d tokens, and a one-epoch CPU run at width 512 took 5 times as long "
+           "(95 s against 18 s, 2 threads); at width 64 a run still takes about 4 times a concat run.",
            "The Digits-AV recipe of reference/data.md §6b: SGD momentum 0.9, lr 0.01, weight decay 1e-4, "
            "cosine decay over 20 epochs, batch 32, best epoch on validation accuracy.",
            "Every method uses its balancer's default hyperparameters (written into each result JSON); "
