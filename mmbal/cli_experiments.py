@@ -155,7 +155,8 @@ def cmd_compare(args) -> int:
     if args.out:
         runs = rerun.merge(diff[["method", "fusion", "seed"]], on=["method", "fusion", "seed"])
         write_json({"table": args.name, "cells": n, "identical": same, "within_seed_std": within,
-                    "rerun_hardware": sorted(set(runs["hardware"])), "rerun_commit": sorted(set(map(str, runs["commit"]))),
+                    "rerun_hardware": sorted(set(runs["hardware"])),
+                    "rerun_commit": sorted(set(map(str, runs["commit"]))),
                     "rows": diff.to_dict(orient="records")}, args.out)
         print(f"wrote {args.out}")
     return 0 if within == n else 1
