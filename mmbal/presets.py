@@ -67,6 +67,7 @@ class Preset:
     methods: Mapping[str, Method]                      # rows, at the main fusion
     fusion: str = "concat"                             # main column (late linear fusion)
     ablation: Mapping[str, tuple[str, ...]] = field(default_factory=dict)   # extra fusion -> its rows
+    # fusion -> row -> that row's balancer options at this fusion (e.g. MLB's beta per fusion)
     fusion_options: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
     batch_size: int = 32
     seeds: tuple[int, ...] = PAPER_SEEDS
