@@ -18,10 +18,9 @@ from pathlib import Path
 
 import torch
 
-from mmbal.data import cremad, fabricate
-from mmbal.data.cache_store import open_cache
-from mmbal.data.cached import CachedAVDataset, FrameTransform, sample_seed
-from mmbal.data.prepare import run_prepare
+from data_scripts import cremad, fabricate
+from data_scripts.cache import run_prepare
+from mmbal.data.cached import CachedAVDataset, FrameTransform, open_cache, sample_seed
 
 
 def fabricated(root: Path, *, actors: int) -> tuple[Path, Path]:
@@ -33,7 +32,7 @@ def fabricated(root: Path, *, actors: int) -> tuple[Path, Path]:
     run_prepare(cache, dataset="cremad", scan=scan, process=cremad.process, config=config,
                 frames_shape=cremad.shapes(config)[0], audio_shape=cremad.shapes(config)[1],
                 make_splits=lambda clips: cremad.splits_from_actor_folds(clips, folds, rule="bench"),
-                class_names=cremad.CLASS_NAMES, progress=False, log=lambda *_: None)
+                class_names=cremad.CREMAD_CLASSES, progress=False, log=lambda *_: None)
     return raw, cache
 
 
@@ -59,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         cached_data = open_cache(cache, dataset="cremad")                 # every clip, in cache-row order
         index = cached_data.index
         dataset = CachedAVDataset(cache, [r["row"] for r in index], [r["label"] for r in index],
-                                  class_names=cremad.CLASS_NAMES, train=True, seed=109, image_size=args.image_size)
+                                  class_names=cremad.CREMAD_CLASSES, train=True, seed=109, image_size=args.image_size)
         n = min(args.n, len(dataset))
         clips = {c.clip: c for c in cremad.scan(raw, check_media=False).clips}
         transform = FrameTransform(train=True, image_size=args.image_size)

@@ -8,16 +8,17 @@ wrongly laid-out folder / bad option, 3 download failed.
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Callable
 
-from mmbal.data.cache_store import CacheError, atomic_write_bytes, csv_text, open_cache
-from mmbal.data.prepare import LayoutError, ScanResult, UnusableError, run_prepare
+from data_scripts._download import DownloadError
+from data_scripts.cache import LayoutError, ScanResult, UnusableError, atomic_write_csv, run_prepare
+from mmbal.data.cached import CacheError, open_cache
 
 EXIT_OK, EXIT_UNUSABLE, EXIT_LAYOUT, EXIT_DOWNLOAD = 0, 1, 2, 3
 SPLITS_DIR = Path(__file__).resolve().parent / "splits"
@@ -40,19 +41,21 @@ def category(reason: str) -> str:
 
 @dataclass
 class Spec:
-    """What differs between datasets; everything else is shared."""
+    """What differs between datasets (the dataset module's own functions); everything else is shared."""
 
     name: str
     title: str
-    module: ModuleType                                   # mmbal.data.<name>: scan, process, shapes, default_config
     description: str
-    download: Callable[[argparse.Namespace], None]
+    scan: Callable[..., ScanResult]                      # scan(raw, *, check_media, progress)
+    process: Callable                                    # process(clip, config) -> frames, audio, info
+    shapes: Callable[[dict], tuple[tuple, tuple]]        # config -> (frames_shape, audio_shape)
+    config: Callable[[argparse.Namespace], dict]         # the protocol config from the CLI options
     make_splits: Callable[[argparse.Namespace, ScanResult], Callable]
     class_names: Callable[[ScanResult], list[str]]
+    download: Callable[[argparse.Namespace], None]
     add_prepare_options: Callable[[argparse.ArgumentParser], None] = lambda p: None
     add_download_options: Callable[[argparse.ArgumentParser], None] = lambda p: None
     extra_commands: dict = field(default_factory=dict)   # name -> (help, add_args, func(args) -> int)
-    config: Callable[[argparse.Namespace], dict] | None = None   # default: module.default_config(frame_size=...)
 
 
 def print_skipped(rows: list[dict], *, show: int, where: str | None) -> None:
@@ -71,7 +74,7 @@ def print_skipped(rows: list[dict], *, show: int, where: str | None) -> None:
 def cmd_verify(spec: Spec, args) -> tuple[int, ScanResult | None]:
     print(f"{spec.title}: verifying {args.raw}")
     try:
-        scan = spec.module.scan(args.raw, check_media=True, progress=not args.no_progress)
+        scan = spec.scan(args.raw, check_media=True, progress=not args.no_progress)
     except LayoutError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_LAYOUT, None
@@ -85,7 +88,7 @@ def cmd_verify(spec: Spec, args) -> tuple[int, ScanResult | None]:
     rows = scan.excluded + problems
     report = Path(args.cache) / "verify.csv"
     Path(args.cache).mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(report, csv_text(["clip", "step", "reason"], rows).encode("utf-8"))
+    atomic_write_csv(report, ["clip", "step", "reason"], rows)
     if rows:
         print(f"  left out: {len(rows):,} (protocol = the MLB protocol excludes it; verify = a problem with the file)")
         print_skipped(rows, show=args.show, where=str(report))
@@ -104,11 +107,11 @@ def cmd_prepare(spec: Spec, args) -> int:
     rc, scan = cmd_verify(spec, args)
     if rc != EXIT_OK:
         return rc
-    config = spec.config(args) if spec.config else spec.module.default_config(frame_size=args.frame_size)
-    frames_shape, audio_shape = spec.module.shapes(config)
+    config = spec.config(args)
+    frames_shape, audio_shape = spec.shapes(config)
     try:
         splitter = spec.make_splits(args, scan)
-        result = run_prepare(args.cache, dataset=spec.name, scan=scan, process=spec.module.process, config=config,
+        result = run_prepare(args.cache, dataset=spec.name, scan=scan, process=spec.process, config=config,
                              frames_shape=frames_shape, audio_shape=audio_shape, make_splits=splitter,
                              class_names=spec.class_names(scan), workers=args.workers, force=args.force,
                              retry_skipped=args.retry_skipped, progress=not args.no_progress)
@@ -139,8 +142,6 @@ def cmd_report(spec: Spec, args) -> int:
     print("  clips by number of true 1-fps frames: " + ", ".join(f"{k}: {v:,}" for k, v in sorted(topped.items())))
     for note in meta.get("notes", []):
         print(f"  note: {note}")
-    import csv
-
     with open(cache.root / "skipped.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     if rows:
@@ -152,8 +153,6 @@ def cmd_report(spec: Spec, args) -> int:
 
 
 def cmd_download(spec: Spec, args) -> int:
-    from data_scripts._download import DownloadError
-
     try:
         spec.download(args)
     except DownloadError as err:

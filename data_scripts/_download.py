@@ -16,7 +16,9 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from mmbal.data.media import lfs_pointer
+from tqdm import tqdm
+
+from data_scripts.media import lfs_pointer
 
 CHUNK = 1 << 20
 
@@ -35,8 +37,6 @@ def _context(insecure: bool):
 
 def fetch(url: str, dest: Path, *, insecure: bool = False, progress: bool = True, timeout: float = 60) -> Path:
     """Download ``url`` to ``dest`` through ``dest.part`` (resumed with an HTTP Range request)."""
-    from tqdm import tqdm
-
     dest = Path(dest)
     if dest.exists():
         return dest
@@ -100,8 +100,6 @@ def resolve_pointer(path: Path, rel: str, bases: list[str], *, insecure: bool = 
 def resolve_pointers(files: list[tuple[Path, str]], bases: list[str], *, workers: int = 8,
                      insecure: bool = False, progress: bool = True) -> list[str]:
     """Resolve many pointers in parallel; returns the error of every file that stayed a pointer."""
-    from tqdm import tqdm
-
     todo = [(p, rel) for p, rel in files if lfs_pointer(p) is not None]
     errors = []
     with ThreadPoolExecutor(workers) as pool, tqdm(total=len(todo), desc="fetching LFS media", unit="file",

@@ -1,15 +1,42 @@
-"""CREMA-D for the MLB protocol: ``python -m data_scripts.cremad --help``."""
+"""CREMA-D (Cao et al., 2014) under the MLB protocol (paper §4.2): ``python -m data_scripts.cremad --help``.
+
+6 emotions from the file name; 3 frames at 1 fps from ``VideoFlash/*.flv``; audio from
+``AudioWAV/*.wav`` resampled to 22.05 kHz, tiled to 3 s, log-|STFT| (n_fft 512, hop 353) -> 257 x 188;
+speaker-independent folds of 63 / 14 / 14 actors; folds 0, 1, 2 go with seeds 109, 19, 337.
+"""
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
 
 from data_scripts._common import EXIT_OK, EXIT_UNUSABLE, SPLITS_DIR, Spec, main
 from data_scripts._download import DownloadError, fetch, resolve_pointers
-from mmbal.data import cremad as ds
+from data_scripts.cache import Clip, LayoutError, ScanResult
+from data_scripts.media import CREMAD_AUDIO, MediaError, cremad_spectrogram, media_problem, read_frames_1fps, \
+    read_wav, resample, stft_shape
+from mmbal.data.real import CREMAD_CLASSES, CREMAD_FOLD_OF_SEED
+
+EMOTIONS = {code: k for k, code in enumerate(("NEU", "HAP", "SAD", "FEA", "DIS", "ANG"))}  # CREMAD_CLASSES order
+ACTORS = [str(a) for a in range(1001, 1092)]                              # the 91 actors
+N_CLIPS = 7442
+KNOWN_BAD = {  # the CREMA-D README lists these as faulty
+    "1076_MTI_SAD_XX": "no audio signal (listed as faulty in the CREMA-D README)",
+    "1076_MTI_NEU_XX": "listed as faulty in the CREMA-D README",
+    "1064_TIE_SAD_XX": "listed as faulty in the CREMA-D README",
+    "1064_IEO_DIS_MD": "listed as faulty in the CREMA-D README",
+}
+NAME = re.compile(r"^(?P<actor>\d{4})_(?P<sentence>[A-Z]{3})_(?P<emotion>[A-Z]{3})_(?P<level>[A-Z]{2})$")
+FOLD_SEED = 0            # numpy default_rng seed of the actor permutation behind the committed folds
+N_FOLDS = 5
 
 REPOS = ["https://github.com/CheyneyComputerScience/CREMA-D.git",
          "https://gitlab.com/cs-cooper-lab/crema-d-mirror.git"]
@@ -52,6 +79,126 @@ Exit codes: 0 usable, 1 unusable, 2 missing folder or wrong layout, 3 download f
 """
 
 
+def default_config(*, frame_size=(240, 320), pad_mode: str = "constant", **audio) -> dict:
+    """Protocol parameters; ``frame_size`` is the stored (H, W) of each frame (our choice, not MLB's)."""
+    return {"n_frames": 3, "min_saved": 3, "frame_size": list(frame_size),
+            "audio": {**CREMAD_AUDIO, "pad_mode": pad_mode, **audio}}
+
+
+def shapes(config: dict) -> tuple[tuple, tuple]:
+    """(frames_shape, audio_shape) of one cache row."""
+    return (config["n_frames"], *config["frame_size"], 3), stft_shape(config["audio"])
+
+
+def _layout(raw: Path) -> tuple[Path, Path]:
+    if not raw.is_dir():
+        raise LayoutError(f"CREMA-D folder {raw} does not exist")
+    wav_dir, flv_dir = raw / "AudioWAV", raw / "VideoFlash"
+    missing = [d.name for d in (wav_dir, flv_dir) if not d.is_dir()]
+    if missing:
+        hint = ""
+        nested = sorted(p.parent for p in raw.glob("*/AudioWAV"))
+        if nested:
+            hint = f"; found AudioWAV inside {nested[0]} - pass that folder instead"
+        elif any(raw.glob("*.wav")) or any(raw.glob("*.flv")):
+            hint = "; the .wav/.flv files lie directly in it - move them into AudioWAV/ and VideoFlash/"
+        raise LayoutError(f"{raw} is not a CREMA-D folder: missing {' and '.join(m + '/' for m in missing)}"
+                          f" (expected {raw}/AudioWAV/*.wav and {raw}/VideoFlash/*.flv){hint}")
+    return wav_dir, flv_dir
+
+
+def scan(raw: str | Path, *, check_media: bool = True, progress: bool = False) -> ScanResult:
+    """List the clips of a CREMA-D folder; every file left out is named with its reason."""
+    raw = Path(raw)
+    wav_dir, flv_dir = _layout(raw)
+    wavs = {p.stem: p for p in sorted(wav_dir.glob("*.wav"))}
+    flvs = {p.stem: p for p in sorted(flv_dir.glob("*.flv"))}
+    excluded, clips = [], []
+    for stem in sorted(set(wavs) | set(flvs)):
+        m = NAME.match(stem)
+        where = wavs.get(stem) or flvs.get(stem)
+        if m is None or m["emotion"] not in EMOTIONS:
+            excluded.append({"clip": stem, "step": "layout",
+                             "reason": f"{where}: name does not follow <actor>_<sentence>_<emotion>_<level>"})
+            continue
+        if stem in KNOWN_BAD:
+            excluded.append({"clip": stem, "step": "protocol", "reason": KNOWN_BAD[stem]})
+            continue
+        problem = None
+        if stem not in wavs:
+            problem = f"{wav_dir / stem}.wav is missing (its video exists)"
+        elif stem not in flvs:
+            problem = f"{flv_dir / stem}.flv is missing (its audio exists)"
+        label = EMOTIONS[m["emotion"]]
+        clips.append(Clip(stem, label, CREMAD_CLASSES[label], m["actor"],
+                          {"wav": str(wav_dir / f"{stem}.wav"), "flv": str(flv_dir / f"{stem}.flv")}, problem))
+    if check_media:
+        for clip in tqdm(clips, desc="CREMA-D: checking files", unit="clip", disable=not progress):
+            if clip.problem is None:
+                clip.problem = (media_problem(clip.inputs["wav"], kind="wav")
+                                or media_problem(clip.inputs["flv"], kind="video"))
+    notes = []
+    if len(clips) + len(excluded) != N_CLIPS:
+        notes.append(f"found {len(clips) + len(excluded):,} clip names; the full CREMA-D release has {N_CLIPS:,}")
+    counts = {"wav files": len(wavs), "flv files": len(flvs), "candidate clips": len(clips),
+              "actors": len({c.group for c in clips})}
+    return ScanResult(clips, excluded, counts, notes)
+
+
+def process(clip: Clip, config: dict) -> tuple[np.ndarray, np.ndarray, dict]:
+    """One clip -> frames (3, H, W, 3) uint8, log-spectrogram (257, 188), info."""
+    a = config["audio"]
+    wave, sr = read_wav(clip.inputs["wav"])                                  # (C, N)
+    x = resample(torch.from_numpy(wave).mean(0), sr, a["sample_rate"])      # librosa.load: mono, then resample
+    if float(x.abs().max()) < 1e-4:
+        raise MediaError(f"{clip.inputs['wav']}: silent audio (peak below 1e-4)")
+    spec = cremad_spectrogram(x, sample_rate=a["sample_rate"], seconds=a["seconds"], n_fft=a["n_fft"],
+                              hop=a["hop"], pad_mode=a["pad_mode"])
+    fr = read_frames_1fps(clip.inputs["flv"], n_frames=config["n_frames"], min_saved=config["min_saved"],
+                          size=tuple(config["frame_size"]), seed_key=clip.clip)
+    return fr.frames, spec.numpy(), {"n_one_fps": fr.n_one_fps}
+
+
+def speaker_folds(actors, *, seed: int = FOLD_SEED, n_folds: int = N_FOLDS) -> dict[str, dict[str, list[str]]]:
+    """Actor-disjoint folds: one seeded permutation cut into blocks of round(14/91 * n) actors.
+
+    Fold k tests on block k, validates on block k+1 (mod n_folds) and trains on the rest, so with the
+    91 CREMA-D actors every fold is 63 / 14 / 14 and the 5 test blocks are disjoint (like VAVL's folds).
+    """
+    actors = sorted(str(a) for a in actors)
+    block = max(1, round(len(actors) * 14 / 91))
+    if n_folds * block > len(actors) or len(actors) - 2 * block < 1:
+        raise ValueError(f"{len(actors)} actors are too few for {n_folds} folds of {block} test actors")
+    perm = [actors[i] for i in np.random.default_rng(seed).permutation(len(actors))]
+    blocks = [perm[k * block:(k + 1) * block] for k in range(n_folds)]
+    folds = {}
+    for k in range(n_folds):
+        test, val = blocks[k], blocks[(k + 1) % n_folds]
+        folds[str(k)] = {"train": sorted(set(actors) - set(test) - set(val)), "val": sorted(val), "test": sorted(test)}
+    return folds
+
+
+def splits_from_actor_folds(clips: list[Clip], actor_folds: dict, *, rule: str) -> dict:
+    """Clip-level splits from actor-level folds; an actor missing from the folds is an error."""
+    known = {a for parts in actor_folds.values() for ids in parts.values() for a in ids}
+    unknown = sorted({c.group for c in clips} - known)
+    if unknown:
+        raise ValueError(f"actors {', '.join(unknown)} are not in the fold file; use the from-data rule")
+    folds = {f: {part: sorted(c.clip for c in clips if c.group in set(ids)) for part, ids in parts.items()}
+             for f, parts in actor_folds.items()}
+    return {"rule": rule, "folds": folds, "actor_folds": actor_folds}
+
+
+def splits_from_mlb(clips: list[Clip], vavl: dict) -> dict:
+    """Clip-level splits from MLB's ``data_splits_VALV`` JSON (keys "1".."5" -> our folds "0".."4")."""
+    have = {c.clip for c in clips}
+    folds = {}
+    for key, parts in sorted(vavl.items()):
+        folds[str(int(key) - 1)] = {part: sorted(n.split(".wav")[0] for n in names if n.split(".wav")[0] in have)
+                                    for part, names in parts.items() if part in ("train", "val", "test")}
+    return {"rule": "MLB / VAVL speaker-independent folds (data_splits_VALV), fold k = key k+1", "folds": folds}
+
+
 def download(args) -> None:
     raw = args.raw
     if not (raw / "AudioWAV").is_dir():
@@ -91,27 +238,28 @@ def add_prepare_options(p) -> None:
                    help="STFT edge padding: constant = librosa >= 0.10 (default), reflect = librosa < 0.10")
 
 
-def make_splits(args, scan):
+def splitter(args, found: ScanResult):
+    """The splits function the ``--folds`` option asks for."""
     if args.folds == "mlb":
         path = args.mlb_folds_file or args.cache / "mlb_data_splits_VALV.json"
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path} not found; run: python -m data_scripts.cremad fetch-mlb-folds --cache {args.cache}")
         vavl = json.loads(open(path).read())
-        return lambda clips: ds.splits_from_mlb(clips, vavl)
+        return lambda clips: splits_from_mlb(clips, vavl)
     if args.folds == "from-data":
-        folds, rule = ds.speaker_folds({c.group for c in scan.clips}), FOLDS_RULE.replace("91", "present")
+        folds, rule = speaker_folds({c.group for c in found.clips}), FOLDS_RULE.replace("91", "present")
     else:
         folds, rule = json.loads(FOLDS_FILE.read_text())["folds"], FOLDS_RULE
-    return lambda clips: ds.splits_from_actor_folds(clips, folds, rule=rule)
+    return lambda clips: splits_from_actor_folds(clips, folds, rule=rule)
 
 
 def committed_folds_text() -> str:
     """The committed fold file: the rule, then one line per fold and part (small, diff-friendly)."""
-    head = {"rule": FOLDS_RULE, "seed": ds.FOLD_SEED, "n_folds": ds.N_FOLDS,
-            "actors": f"{ds.ACTORS[0]}-{ds.ACTORS[-1]}",
-            "mlb_fold_of_seed": {str(k): v for k, v in ds.MLB_FOLD_OF_SEED.items()}}
+    head = {"rule": FOLDS_RULE, "seed": FOLD_SEED, "n_folds": N_FOLDS,
+            "actors": f"{ACTORS[0]}-{ACTORS[-1]}",
+            "mlb_fold_of_seed": {str(k): v for k, v in CREMAD_FOLD_OF_SEED.items()}}
     lines = [f' "{k}": {json.dumps(v)},' for k, v in head.items()]
-    folds = ds.speaker_folds(ds.ACTORS)
+    folds = speaker_folds(ACTORS)
     body = [f'  "{f}": {{' + ", ".join(f'"{p}": {json.dumps(ids)}' for p, ids in parts.items()) + "}"
             for f, parts in folds.items()]
     return "{\n" + "\n".join(lines) + '\n "folds": {\n' + ",\n".join(body) + "\n }\n}\n"
@@ -140,10 +288,10 @@ def cmd_fetch_mlb(args) -> int:
     return EXIT_OK
 
 
-SPEC = Spec(name="cremad", title="CREMA-D", module=ds, description=DESCRIPTION, download=download,
-            make_splits=make_splits, class_names=lambda scan: ds.CLASS_NAMES,
+SPEC = Spec(name="cremad", title="CREMA-D", description=DESCRIPTION, scan=scan, process=process, shapes=shapes,
+            config=lambda a: default_config(frame_size=a.frame_size, pad_mode=a.stft_pad),
+            make_splits=splitter, class_names=lambda _: CREMAD_CLASSES, download=download,
             add_prepare_options=add_prepare_options, add_download_options=add_download_options,
-            config=lambda a: ds.default_config(frame_size=a.frame_size, pad_mode=a.stft_pad),
             extra_commands={"splits": ("regenerate (--write) or check data_scripts/splits/cremad_folds.json",
                                        lambda p: p.add_argument("--write", action="store_true"), cmd_splits),
                             "fetch-mlb-folds": ("download MLB's fold file for --folds mlb", lambda p: None, cmd_fetch_mlb)})

@@ -6,7 +6,7 @@ import pytest
 import scipy.signal as ss
 import torch
 
-from mmbal.data import mlb_audio as A
+from data_scripts import media as A
 
 
 @pytest.mark.parametrize("n", [512, 64, 31])

@@ -6,15 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from data_scripts import ave as cli
-from mmbal.data import ave, build_dataset, fabricate
-from mmbal.data.cache_store import open_cache
+from data_scripts import ave, fabricate
+from mmbal.data import build_dataset
+from mmbal.data.cached import open_cache
+from mmbal.data.real import AVE_CLASSES
 
 OPTS = ["--frame-size", "24x32", "--workers", "0", "--no-progress"]
 
 
 def run(*argv) -> int:
-    return cli.main(cli.SPEC, [str(a) for a in argv])
+    return ave.main(ave.SPEC, [str(a) for a in argv])
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +47,8 @@ def test_cache_shapes_and_the_event_segment(cache):
     c = open_cache(cache, dataset="ave")
     assert c.frames.shape == (9, 4, 24, 32, 3) and c.frames.dtype == np.uint8
     assert c.audio.shape == (9, 257, 1004) and c.audio.dtype == np.float16
-    assert c.meta["class_names"] == ave.CLASS_NAMES and len(ave.CLASS_NAMES) == 28
-    assert ave.CLASS_NAMES[1] == "Male speech, man speaking" and ave.CLASS_NAMES[27] == "Mandolin"
+    assert c.meta["class_names"] == AVE_CLASSES and len(AVE_CLASSES) == 28
+    assert AVE_CLASSES[1] == "Male speech, man speaking" and AVE_CLASSES[27] == "Mandolin"
     for r in c.index:
         start = int(r["clip"].split("_")[1])
         levels = c.frames[r["row"], :, :, :8].reshape(4, -1).mean(axis=1)

@@ -10,16 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from data_scripts import cremad as cli
-from mmbal.data import build_dataset, cremad, fabricate
-from mmbal.data.cache_store import CacheError, open_cache
+from data_scripts import cremad, fabricate
+from mmbal.data import build_dataset
+from mmbal.data.cached import CacheError, open_cache
+from mmbal.data.real import CREMAD_CLASSES
 
 OPTS = ["--folds", "from-data", "--frame-size", "24x32", "--workers", "0", "--no-progress"]
 FILES = ["frames.npy", "audio.npy", "index.csv", "splits.json", "skipped.csv", "meta.json"]
 
 
 def run(*argv) -> int:
-    return cli.main(cli.SPEC, [str(a) for a in argv])
+    return cremad.main(cremad.SPEC, [str(a) for a in argv])
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def test_cache_has_the_mlb_shapes_dtypes_and_values(cache):
     c = open_cache(cache, dataset="cremad")
     assert c.frames.shape == (36, 3, 24, 32, 3) and c.frames.dtype == np.uint8
     assert c.audio.shape == (36, 257, 188) and c.audio.dtype == np.float16
-    assert c.meta["class_names"] == cremad.CLASS_NAMES and c.meta["n_clips"] == 36
+    assert c.meta["class_names"] == CREMAD_CLASSES and c.meta["n_clips"] == 36
     short = {f"{1001 + a}_DFA_{e}_XX" for a in range(6) for k, e in enumerate(fabricate.CREMAD_EMOTIONS) if (a + k) % 3 == 0}
     for r in c.index:
         emotion = r["clip"].split("_")[2]
@@ -74,7 +75,7 @@ def test_folds_are_actor_disjoint(cache):
 
 
 def test_committed_folds_are_63_14_14_and_follow_the_rule():
-    folds = json.loads(cli.FOLDS_FILE.read_text())["folds"]
+    folds = json.loads(cremad.FOLDS_FILE.read_text())["folds"]
     assert folds == cremad.speaker_folds(cremad.ACTORS)
     tests = set()
     for parts in folds.values():
@@ -82,7 +83,7 @@ def test_committed_folds_are_63_14_14_and_follow_the_rule():
         assert len(set(parts["train"]) | set(parts["val"]) | set(parts["test"])) == 91
         assert not tests & set(parts["test"])
         tests |= set(parts["test"])
-    assert cli.cmd_splits(type("A", (), {"write": False})()) == 0
+    assert cremad.cmd_splits(type("A", (), {"write": False})()) == 0
 
 
 def test_two_runs_give_identical_caches_whatever_the_worker_count(cache):
@@ -93,7 +94,7 @@ def test_two_runs_give_identical_caches_whatever_the_worker_count(cache):
 
 
 def test_rerun_is_a_no_op(cache, monkeypatch, capsys):
-    monkeypatch.setattr(cremad, "process", lambda *a: pytest.fail("nothing should be decoded"))
+    monkeypatch.setattr(cremad.SPEC, "process", lambda *a: pytest.fail("nothing should be decoded"))
     assert run("prepare", "--raw", cache.parent / "raw", "--cache", cache, *OPTS) == 0
     assert "complete and up to date" in capsys.readouterr().out
 
@@ -108,14 +109,14 @@ def test_resume_after_an_interruption_processes_only_the_rest(cache, monkeypatch
         calls.append(clip.clip)
         return real(clip, config)
 
-    monkeypatch.setattr(cremad, "process", interrupted)
+    monkeypatch.setattr(cremad.SPEC, "process", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run("prepare", "--raw", cache.parent / "raw", "--cache", out, *OPTS)
     assert (out / ".work").is_dir() and not (out / "meta.json").exists() and not (out / "frames.npy").exists()
     with pytest.raises(CacheError, match="incomplete"):
         build_dataset("cremad", seed=109, root=str(out))
     second = []
-    monkeypatch.setattr(cremad, "process", lambda clip, config: second.append(clip.clip) or real(clip, config))
+    monkeypatch.setattr(cremad.SPEC, "process", lambda clip, config: second.append(clip.clip) or real(clip, config))
     assert run("prepare", "--raw", cache.parent / "raw", "--cache", out, *OPTS) == 0
     assert len(second) == 26 and not set(second) & set(calls)
     for name in FILES:
@@ -126,8 +127,8 @@ def test_a_hard_kill_loses_only_unflushed_rows(cache):
     out = cache.parent / "cache_killed"
     script = textwrap.dedent(f"""
         import os, signal
-        from mmbal.data import cremad
-        from mmbal.data.prepare import run_prepare
+        from data_scripts import cremad
+        from data_scripts.cache import run_prepare
         scan = cremad.scan({str(cache.parent / 'raw')!r})
         cfg = cremad.default_config(frame_size=(24, 32))
         calls = []
@@ -140,7 +141,7 @@ def test_a_hard_kill_loses_only_unflushed_rows(cache):
         run_prepare({str(out)!r}, dataset="cremad", scan=scan, process=dying, config=cfg,
                     frames_shape=cremad.shapes(cfg)[0], audio_shape=cremad.shapes(cfg)[1],
                     make_splits=lambda cl: cremad.splits_from_actor_folds(cl, folds, rule="x"),
-                    class_names=cremad.CLASS_NAMES, progress=False, flush_every=2)
+                    class_names=cremad.CREMAD_CLASSES, progress=False, flush_every=2)
     """)
     proc = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == -9 and not (out / "meta.json").exists()
@@ -188,7 +189,7 @@ def test_a_fixed_file_is_picked_up_and_skips_can_be_retried(raw, tmp_path, monke
     wav.write_bytes(good_wav)                                     # e.g. `download` fetched the media
     flv.write_bytes(good_flv)
     real, seen = cremad.process, []
-    monkeypatch.setattr(cremad, "process", lambda clip, config: seen.append(clip.clip) or real(clip, config))
+    monkeypatch.setattr(cremad.SPEC, "process", lambda clip, config: seen.append(clip.clip) or real(clip, config))
     assert run("prepare", "--raw", work, "--cache", tmp_path / "c", *OPTS) == 0
     assert seen == ["1005_DFA_FEA_XX"] and open_cache(tmp_path / "c", dataset="cremad").meta["n_clips"] == 35
     assert run("prepare", "--raw", work, "--cache", tmp_path / "c", "--retry-skipped", *OPTS) == 0

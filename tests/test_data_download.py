@@ -9,8 +9,8 @@ import pytest
 from data_scripts import ave as ave_cli
 from data_scripts import cremad as cremad_cli
 from data_scripts import ucf101 as ucf_cli
+from data_scripts import fabricate
 from data_scripts._download import DownloadError, fetch, resolve_pointers
-from mmbal.data import fabricate
 
 OFFLINE = "http://127.0.0.1:9"          # the discard port: refused at once, never leaves the machine
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from mmbal.data import fabricate, media
+from data_scripts import fabricate, media
 
 SIZE = (24, 32)
 

@@ -5,15 +5,16 @@ import shutil
 import numpy as np
 import pytest
 
-from data_scripts import ucf101 as cli
-from mmbal.data import build_dataset, fabricate, ucf101
-from mmbal.data.cache_store import open_cache
+from data_scripts import fabricate, ucf101
+from mmbal.data import build_dataset
+from mmbal.data.cached import open_cache
+from mmbal.data.real import UCF101_SPLIT_OF_SEED
 
 OPTS = ["--splits", "from-data", "--frame-size", "24x32", "--workers", "0", "--no-progress"]
 
 
 def run(*argv) -> int:
-    return cli.main(cli.SPEC, [str(a) for a in argv])
+    return ucf101.main(ucf101.SPEC, [str(a) for a in argv])
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +62,12 @@ def test_validation_is_group_disjoint_and_from_the_training_groups(cache):
 
 
 def test_committed_val_groups_follow_the_rule():
-    committed = json.loads(cli.VAL_FILE.read_text())["splits"]
-    for k, test_groups in cli.TEST_GROUPS.items():
+    committed = json.loads(ucf101.VAL_FILE.read_text())["splits"]
+    for k, test_groups in ucf101.TEST_GROUPS.items():
         assert len(committed[k]) == 101
         for groups in committed[k].values():
             assert len(groups) == 2 and not {int(g[1:]) for g in groups} & set(test_groups)
-    assert cli.cmd_splits(type("A", (), {"write": False})()) == 0
+    assert ucf101.cmd_splits(type("A", (), {"write": False})()) == 0
 
 
 def test_committed_val_groups_that_do_not_fit_are_refused(raw, tmp_path, capsys):
@@ -91,4 +92,4 @@ def test_loader_and_the_mlb_bgr_option(cache):
     assert quirk.max() > 50 > rgb.max()                                     # 0-255 values, as MLB's loader
     with pytest.raises(ValueError, match="available folds: 1"):
         build_dataset("ucf101", seed=19, root=str(cache))                   # seed 19 -> split 2, not prepared
-    assert ucf101.SPLIT_OF_SEED == {109: "1", 19: "2", 337: "3"}
+    assert UCF101_SPLIT_OF_SEED == {109: "1", 19: "2", 337: "3"} and ucf101.SPLIT_SEEDS == {"1": 109, "2": 19, "3": 337}

@@ -1,4 +1,9 @@
-"""Loaders over a prepared cache: memory-mapped arrays + the MLB image transforms (paper §4.2).
+"""Reading a prepared cache: memory-mapped arrays + the MLB image transforms (paper §4.2).
+
+A cache folder (written by ``data_scripts``) holds ``frames.npy`` (N, T, H, W, 3) uint8 1-fps frames,
+``audio.npy`` (N, F, T_a) float16 log-spectrograms, ``index.csv`` (row, clip, label, label_name, group,
+n_one_fps), ``splits.json`` ({"folds": {fold: {"train"|"val"|"test": [clip...]}}}), ``skipped.csv``
+and, written last, ``meta.json``: its presence means the cache is complete.
 
 Train: per frame ``RandomResizedCrop(size)`` + ``RandomHorizontalFlip``; eval: ``Resize((size, size))``;
 both then ImageNet normalisation. The randomness of sample ``i`` in epoch ``e`` is seeded by
@@ -6,24 +11,71 @@ both then ImageNet normalisation. The randomness of sample ``i`` in epoch ``e`` 
 """
 from __future__ import annotations
 
+import csv
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torchvision.transforms import v2
 
 from mmbal.data.base import DatasetSplits, MultimodalDataset
-from mmbal.data.cache_store import CacheError, open_cache
 
+CACHE_VERSION = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class CacheError(FileNotFoundError):
+    """A cache folder that is missing, incomplete or of the wrong dataset; the message says what to run."""
+
+
+@dataclass
+class Cache:
+    """A complete cache folder, opened read-only and memory-mapped."""
+
+    root: Path
+    meta: dict
+    index: list[dict]
+    splits: dict
+    frames: np.ndarray   # (N, T, H, W, 3) uint8 memmap
+    audio: np.ndarray    # (N, F, T_a) float16 memmap
+
+
+def open_cache(root: str | Path | None, *, dataset: str) -> Cache:
+    """Open the cache of ``dataset`` at ``root``; a missing or half-written one raises CacheError."""
+    how = f"python -m data_scripts.{dataset} all --raw <downloaded {dataset} folder> --cache {root or '<cache folder>'}"
+    if root is None:
+        raise CacheError(f"dataset {dataset!r} reads a prepared cache: pass root=<cache folder> "
+                         f"(CLI: --data-root). Build one with: {how}")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise CacheError(f"no {dataset} cache at {root} (folder does not exist). Build it with: {how}")
+    if not (root / "meta.json").exists():
+        state = ("incomplete (a prepare run was interrupted or is running)" if (root / ".work").exists()
+                 else "not a cache (no meta.json)")
+        raise CacheError(f"{root} is {state}. Run: {how}")
+    meta = json.loads((root / "meta.json").read_text())
+    if meta.get("dataset") != dataset:
+        raise CacheError(f"{root} holds a {meta.get('dataset')!r} cache, not {dataset!r}")
+    if meta.get("version") != CACHE_VERSION:
+        raise CacheError(f"{root} was written by cache format {meta.get('version')}, this mmbal reads "
+                         f"{CACHE_VERSION}; rebuild it with: {how} --force")
+    for name in ("frames.npy", "audio.npy", "index.csv", "splits.json"):
+        if not (root / name).exists():
+            raise CacheError(f"{root / name} is missing; rebuild the cache with: {how}")
+    with open(root / "index.csv", newline="") as f:
+        index = [dict(r, row=int(r["row"]), label=int(r["label"]), n_one_fps=int(r["n_one_fps"]))
+                 for r in csv.DictReader(f)]
+    return Cache(root, meta, index, json.loads((root / "splits.json").read_text()),
+                 np.load(root / "frames.npy", mmap_mode="r"), np.load(root / "audio.npy", mmap_mode="r"))
 
 
 class FrameTransform:
     """MLB's per-frame pipeline on a (T, H, W, 3) uint8 array -> (3, T, S, S) float32."""
 
     def __init__(self, *, train: bool, image_size: int = 224, bgr_0_255: bool = False):
-        from torchvision.transforms import v2
-
         self.train = train
         if train:
             self.geometry = v2.Compose([v2.RandomResizedCrop(image_size, antialias=True),
@@ -78,9 +130,7 @@ class CachedAVDataset(MultimodalDataset):
         return self._arrays
 
     def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_arrays"] = None
-        return state
+        return {**self.__dict__, "_arrays": None}
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -112,15 +162,14 @@ def cached_splits(root: str | Path | None, *, dataset: str, fold: str, seed: int
         raise ValueError(f"{dataset}: fold {fold!r} is not in the cache at {cache.root}; "
                          f"available folds: {', '.join(sorted(folds))}")
     by_clip = {r["clip"]: r for r in cache.index}
-    names = cache.meta["class_names"]
     parts = {}
     for part in ("train", "val", "test"):
         missing = [c for c in folds[fold][part] if c not in by_clip]
         if missing:
             raise CacheError(f"{cache.root}: splits.json names {len(missing)} clips absent from index.csv "
                              f"(e.g. {missing[0]}); rebuild the cache with --force")
-        rows = [by_clip[c]["row"] for c in folds[fold][part]]
-        labels = [by_clip[c]["label"] for c in folds[fold][part]]
-        parts[part] = CachedAVDataset(cache.root, rows, labels, class_names=names, train=part == "train",
+        rows = [by_clip[c] for c in folds[fold][part]]
+        parts[part] = CachedAVDataset(cache.root, [r["row"] for r in rows], [r["label"] for r in rows],
+                                      class_names=cache.meta["class_names"], train=part == "train",
                                       seed=seed, image_size=image_size, bgr_0_255=bgr_0_255)
     return DatasetSplits(**parts)

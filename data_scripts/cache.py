@@ -1,14 +1,20 @@
-"""The dataset-independent half of data preparation: resumable, parallel, every skip named.
+"""Writing a cache (the format ``mmbal.data.cached`` reads): resumable, parallel, every skip named.
 
 A dataset module supplies ``scan`` (what the raw folder holds, with a problem per bad clip),
-``process`` (one clip -> frames, spectrogram) and ``make_splits``; ``run_prepare`` does the rest.
+``process`` (one clip -> frames, spectrogram, info) and a splits function; ``run_prepare`` does the rest.
+While it runs, everything lives in ``<cache>/.work/``; rows are marked done only after their bytes are
+flushed, and the final files are moved into place with ``os.replace`` (atomic on one disk), ``meta.json``
+last. ``.work/`` keeps a few kB of bookkeeping afterwards (which clip is done or skipped, and why).
 """
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import json
 import multiprocessing
 import os
+import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -17,10 +23,13 @@ from typing import Callable
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from mmbal.data.cache_store import (DONE, SKIPPED, TODO, CacheWriter, atomic_write_json, cache_key,
-                                    complete_cache_key)
-from mmbal.data.media import MediaError
+from data_scripts.media import MediaError
+from mmbal.data.cached import CACHE_VERSION
+
+TODO, DONE, SKIPPED = 0, 1, 2
+INDEX_COLUMNS = ["row", "clip", "label", "label_name", "group", "n_one_fps"]
 
 
 class LayoutError(Exception):
@@ -66,9 +75,136 @@ class PrepareResult:
     up_to_date: bool = False
 
 
-def _init_worker() -> None:
-    import torch
+# ---------------------------------------------------------------- atomic files
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to ``<path>.tmp`` then rename, so readers never see half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+
+
+def atomic_write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(path, out.getvalue().encode("utf-8"))
+
+
+def cache_key(*, ids: list[str], frames_shape, audio_shape, description: dict) -> str:
+    """The fingerprint (short sha256) a cache built from this clip list, these shapes and this config carries."""
+    desc = {"v": CACHE_VERSION, "ids": list(ids), "frames": list(frames_shape), "audio": list(audio_shape),
+            "desc": description}
+    return hashlib.sha256(json.dumps(desc, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
+def complete_cache_key(root: str | Path) -> str | None:
+    """The fingerprint of the complete cache at ``root``, or None when there is none."""
+    meta_path = Path(root) / "meta.json"
+    return json.loads(meta_path.read_text()).get("fingerprint") if meta_path.exists() else None
+
+
+# ---------------------------------------------------------------- the writer
+
+class CacheWriter:
+    """Fills the (N, ...) arrays row by row; an interrupted run resumes where it stopped.
+
+    ``ids`` fixes the row order. A ``.work`` folder whose fingerprint differs (other config or clip
+    list) is discarded; ``force=True`` always starts over.
+    """
+
+    def __init__(self, root: str | Path, *, ids: list[str], frames_shape: tuple[int, ...],
+                 audio_shape: tuple[int, ...], description: dict, force: bool = False):
+        self.root = Path(root)
+        self.work = self.root / ".work"
+        self.ids = list(ids)
+        self.key = cache_key(ids=self.ids, frames_shape=frames_shape, audio_shape=audio_shape,
+                             description=description)
+        n = len(self.ids)
+        stamp = self.work / "fingerprint.txt"
+        if force or not stamp.exists() or stamp.read_text().strip() != self.key:
+            (self.root / "meta.json").unlink(missing_ok=True)            # an older cache is now stale
+            shutil.rmtree(self.work, ignore_errors=True)
+            self.work.mkdir(parents=True)
+            open_memmap = np.lib.format.open_memmap
+            open_memmap(self.work / "frames.npy", mode="w+", dtype=np.uint8, shape=(n, *frames_shape)).flush()
+            open_memmap(self.work / "audio.npy", mode="w+", dtype=np.float16, shape=(n, *audio_shape)).flush()
+            np.save(self.work / "status.npy", np.zeros(n, dtype=np.int8))
+            atomic_write_json(self.work / "rows.json", {})
+            atomic_write_bytes(stamp, self.key.encode())
+            self.resumed = False
+        else:
+            self.resumed = True
+            if not (self.work / "frames.npy").exists():                   # reopen a complete cache
+                (self.root / "meta.json").unlink(missing_ok=True)        # incomplete while we edit it
+                for name in ("frames.npy", "audio.npy"):
+                    os.replace(self.root / name, self.work / name)
+        self.frames = np.load(self.work / "frames.npy", mmap_mode="r+")
+        self.audio = np.load(self.work / "audio.npy", mmap_mode="r+")
+        self.status = np.load(self.work / "status.npy")
+        self.rows: dict[str, dict] = json.loads((self.work / "rows.json").read_text())
+        self._pending: list[tuple[int, int, dict]] = []
+
+    def todo(self, *, retry_skipped: bool = False) -> list[int]:
+        """Row numbers still to process."""
+        wanted = (self.status == TODO) | (retry_skipped & (self.status == SKIPPED))
+        return [int(i) for i in np.flatnonzero(wanted)]
+
+    def put(self, row: int, frames: np.ndarray, audio: np.ndarray, info: dict) -> None:
+        """Store one processed clip (not yet marked done: see ``flush``)."""
+        self.frames[row] = frames
+        self.audio[row] = audio.astype(np.float16)
+        self._pending.append((row, DONE, info))
+
+    def skip(self, row: int, reason: str, *, step: str = "prepare") -> None:
+        """Record that a clip cannot be used, and why (kept across resumed runs)."""
+        self._pending.append((row, SKIPPED, {"reason": reason, "step": step}))
+
+    @property
+    def n_pending(self) -> int:
+        return len(self._pending)
+
+    def flush(self, *, always: bool = False) -> None:
+        """Flush array bytes to disk, then mark the pending rows done (in that order)."""
+        if not self._pending and not always:
+            return
+        self.frames.flush()
+        self.audio.flush()
+        for row, state, info in self._pending:
+            self.status[row] = state
+            self.rows[self.ids[row]] = info
+        buf = io.BytesIO()
+        np.save(buf, self.status)
+        atomic_write_bytes(self.work / "status.npy", buf.getvalue())
+        atomic_write_json(self.work / "rows.json", self.rows)
+        self._pending.clear()
+
+    def finalize(self, *, index: list[dict], splits: dict, skipped: list[dict], meta: dict) -> None:
+        """Move the arrays into place and write index, splits, skipped list and (last) meta.json.
+
+        The small bookkeeping files stay in ``.work``, so a later run can retry skipped clips.
+        """
+        self.flush(always=True)
+        del self.frames, self.audio                                   # close the memmaps
+        for name in ("frames.npy", "audio.npy"):
+            os.replace(self.work / name, self.root / name)
+        atomic_write_csv(self.root / "index.csv", INDEX_COLUMNS, index)
+        atomic_write_json(self.root / "splits.json", splits)
+        atomic_write_csv(self.root / "skipped.csv", ["clip", "step", "reason"], skipped)
+        atomic_write_json(self.root / "meta.json", {**meta, "fingerprint": self.key, "version": CACHE_VERSION})
+
+
+# ---------------------------------------------------------------- run_prepare
+
+def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
@@ -109,8 +245,6 @@ def run_prepare(cache_root: str | Path, *, dataset: str, scan: ScanResult, proce
                 retry_skipped: bool = False, progress: bool = True, log: Callable = print,
                 flush_every: int = 32) -> PrepareResult:
     """Decode every usable clip into the cache at ``cache_root``; resume, skip and report as needed."""
-    from tqdm import tqdm
-
     root = Path(cache_root)
     root.mkdir(parents=True, exist_ok=True)
     ids = [c.clip for c in scan.clips]
@@ -134,8 +268,7 @@ def run_prepare(cache_root: str | Path, *, dataset: str, scan: ScanResult, proce
             writer.rows[clip.clip] = {"reason": clip.problem, "step": "verify"}
         elif clip.problem is None and writer.status[row] == SKIPPED and step == "verify":
             writer.status[row] = TODO
-    todo = writer.todo(retry_skipped=retry_skipped)
-    todo = [r for r in todo if scan.clips[r].problem is None]
+    todo = [r for r in writer.todo(retry_skipped=retry_skipped) if scan.clips[r].problem is None]
     reused = int((writer.status == DONE).sum())
     log(f"{dataset}: {len(todo)} clips to process, {reused} reused, workers={workers}")
     processed, last_flush = 0, time.monotonic()
@@ -179,6 +312,10 @@ def _checked_splits(dataset: str, ok_clips: list[Clip], make_splits: Callable) -
     return splits
 
 
+def _split_sizes(splits: dict) -> dict:
+    return {f: {p: len(v) for p, v in parts.items()} for f, parts in splits["folds"].items()}
+
+
 def _refresh_splits(root: Path, scan: ScanResult, make_splits: Callable, *, log: Callable) -> int:
     """Splits are cheap: recompute them on every run, so a new split option needs no re-decoding."""
     meta = json.loads((root / "meta.json").read_text())
@@ -187,8 +324,7 @@ def _refresh_splits(root: Path, scan: ScanResult, make_splits: Callable, *, log:
     splits = _checked_splits(meta["dataset"], [c for c in scan.clips if c.clip in ok], make_splits)
     if json.loads((root / "splits.json").read_text()) != json.loads(json.dumps(splits)):
         atomic_write_json(root / "splits.json", splits)
-        meta["split_sizes"] = {f: {p: len(v) for p, v in parts.items()} for f, parts in splits["folds"].items()}
-        atomic_write_json(root / "meta.json", meta)
+        atomic_write_json(root / "meta.json", {**meta, "split_sizes": _split_sizes(splits)})
         log(f"{meta['dataset']}: splits rewritten ({splits['rule']})")
     return len(ok)
 
@@ -208,8 +344,7 @@ def _finish(writer: CacheWriter, scan: ScanResult, *, dataset, config, class_nam
     meta = {"dataset": dataset, "config": config, "class_names": class_names,
             "n_rows": len(scan.clips), "n_clips": len(ok_clips), "n_skipped": len(skipped),
             "frames_shape": list(shapes[0]), "audio_shape": list(shapes[1]),
-            "counts": scan.counts, "notes": scan.notes,
-            "split_sizes": {f: {p: len(v) for p, v in parts.items()} for f, parts in splits["folds"].items()}}
+            "counts": scan.counts, "notes": scan.notes, "split_sizes": _split_sizes(splits)}
     writer.finalize(index=index, splits=splits, skipped=skipped, meta=meta)
     log(f"{dataset}: cache complete: {len(ok_clips)} clips, {len(skipped)} skipped "
         f"({processed} processed now, {reused} reused) -> {writer.root}")

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
 import numpy as np
+import soundfile as sf
+
+from mmbal.data.real import AVE_CLASSES
 
 CREMAD_EMOTIONS = ("NEU", "HAP", "SAD", "FEA", "DIS", "ANG")
 _COLOURS = np.array([[230, 40, 40], [40, 200, 40], [40, 80, 230], [220, 200, 30], [200, 40, 200],
@@ -31,8 +35,6 @@ def tone(freq: float, seconds: float, sample_rate: int, *, amp: float = 0.4, pha
 
 
 def write_wav(path: str | Path, wave: np.ndarray, sample_rate: int) -> None:
-    import soundfile as sf
-
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), wave, sample_rate, subtype="PCM_16")
 
@@ -49,8 +51,6 @@ def write_video(path: str | Path, *, seconds: float, label: int = 0, fps: int = 
                 size: tuple[int, int] = (48, 64), vcodec: str = "mpeg4",
                 audio: np.ndarray | None = None, sample_rate: int = 16000, acodec: str = "aac") -> None:
     """Encode ``seconds`` of frames (and optionally a mono track) into ``path``; format from the suffix."""
-    import av
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as out:
@@ -71,8 +71,6 @@ def write_video(path: str | Path, *, seconds: float, label: int = 0, fps: int = 
 
 
 def _encode_audio(out, stream, audio: np.ndarray, sample_rate: int) -> None:
-    import av
-
     channels = 2 if stream.layout.name == "stereo" else 1
     chunk = stream.frame_size or 1024
     fmt = stream.format.name
@@ -124,8 +122,6 @@ def fabricate_ave(root: str | Path, *, fps: int = 10, size: tuple[int, int] = (4
 
     The train list also names test video ``AVE_FAKE_IDS[8]`` (another segment), as 8 real ids do.
     """
-    from mmbal.data.ave import CLASS_NAMES
-
     root = Path(root)
     rows = []
     for k, vid in enumerate(AVE_FAKE_IDS):
@@ -133,7 +129,7 @@ def fabricate_ave(root: str | Path, *, fps: int = 10, size: tuple[int, int] = (4
         start, end = (0, 4) if k % 2 == 0 else (1, 3)
         write_video(root / "AVE" / f"{vid}.mp4", seconds=seconds, label=label, fps=fps, size=size,
                     audio=tone(class_pitch(label), seconds, sample_rate), sample_rate=sample_rate)
-        rows.append(f"{CLASS_NAMES[label]}&{vid}&good&{start}&{end}")
+        rows.append(f"{AVE_CLASSES[label]}&{vid}&good&{start}&{end}")
     lists = {"train": rows[:5] + [rows[8].replace("&0&4", "&2&4")], "val": rows[5:7], "test": rows[7:9]}
     header = "Category&VideoID&Quality&StartTime&EndTime"
     (root / "Annotations.txt").write_text("\n".join([header, *rows, lists["train"][-1]]) + "\n")
