@@ -1,21 +1,42 @@
-"""Named presets, one per results table: rows (methods), columns (fusions), seeds/folds, and the
-per-dataset, per-method hyperparameters of the paper (reference/paper.md §4.1-4.7, the run.sh table).
-
-A preset is data: ``Preset.run_config(method, fusion, seed)`` turns one table cell into a ``RunConfig``.
-A method is an objective + a balancer with options, or a training regime (``Method``).
-"""
+"""Named presets, one per results table, read from ``presets.yaml``: rows (methods), fusion columns,
+seeds/folds and the per-method hyperparameters with their sources. ``Preset.run_config(method, fusion,
+seed)`` turns one table cell into a ``RunConfig``; ``Preset.hyperparameters()`` prints every value."""
 from __future__ import annotations
 
+import csv
 import dataclasses
-import inspect
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
-from mmbal.config import (BalancerConfig, DataConfig, ModelConfig, ObjectiveConfig, OptimConfig,
-                          RunConfig)
+import pandas as pd
+import yaml
 
-PAPER_SEEDS = (109, 19, 337)     # MLB's three runs: folds 0, 1, 2 go with these seeds (§4.1)
-FAST_EPOCHS = 2                  # FAST (docs/CI) runs: a smoke test of the pipeline, not a result
+from mmbal.balancers import BALANCERS
+from mmbal.config import BalancerConfig, DataConfig, ModelConfig, ObjectiveConfig, OptimConfig, RunConfig
+
+_HERE = Path(__file__).parent
+_DATA = yaml.safe_load((_HERE / "presets.yaml").read_text(encoding="utf-8"))
+_CONST = _DATA["constants"]
+PAPER_SEEDS: tuple[int, ...] = tuple(_CONST["paper_seeds"])   # MLB's three runs: folds 0, 1, 2 go with these
+FAST_EPOCHS = 2                    # FAST (docs/CI) runs: a smoke test of the pipeline, not a result
+FIXED_K_DIGITS: dict[str, float] = _CONST["fixed_k_digits"]   # chapter 10: MLB's time-averaged k
+LONG_EPOCHS: int = _CONST["long_epochs"]
+ANALYSIS_SEEDS: tuple[int, ...] = tuple(_CONST["analysis_seeds"])
+DIGITS_TRANSFORMER: dict[str, int] = _CONST["digits_transformer"]
+DEFAULT_SOURCE = "mmbal's default for this balancer"
+
+
+def _optim(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """OptimConfig values from YAML, lists as tuples; unknown names and numbers read as text fail."""
+    OptimConfig(**raw)                                            # unknown names fail here
+    text = sorted(k for k, v in raw.items() if isinstance(v, str) and k not in ("name", "schedule"))
+    if text:
+        raise ValueError(f"optim {text} must be numbers (YAML reads 1e-3 as text: write 1.0e-3)")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+
+
+ANALYSIS_OPTIMIZERS = {k: _optim(v) for k, v in _CONST["analysis_optimizers"].items()}   # chapter 10
 
 
 @dataclass(frozen=True)
@@ -30,29 +51,10 @@ class Method:
     regime_options: Mapping[str, Any] = field(default_factory=dict)
     optim: Mapping[str, Any] = field(default_factory=dict)          # per-method OptimConfig overrides
 
-    def with_options(self, **options) -> "Method":
-        return dataclasses.replace(self, options={**self.options, **options})
-
 
 # The paper's rows with the objective each is defined with (hyperparameters live in the presets).
-ROWS: dict[str, Method] = {
-    "unimodal_audio": Method("Unimodal audio", regime="unimodal", regime_options={"modality": "audio"}),
-    "unimodal_video": Method("Unimodal video", regime="unimodal", regime_options={"modality": "video"}),
-    "ensemble": Method("Ensemble", regime="ensemble"),
-    "joint": Method("Joint training", objective="joint"),
-    "multi_loss": Method("Multi-loss", objective="multi_loss"),
-    "uni_pre_frozen": Method("Uni-Pre frozen", regime="uni_pre_frozen"),
-    "uni_pre_finetuned": Method("Uni-Pre finetuned", regime="uni_pre_finetuned"),
-    "mslr": Method("MSLR", balancer="mslr"),
-    "mmcosine": Method("MMCosine", balancer="mmcosine"),
-    "ogm": Method("OGM", balancer="ogm"),
-    "ogm_ge": Method("OGM-GE", balancer="ogm_ge"),
-    "agm": Method("AGM", balancer="agm"),
-    "pmr": Method("PMR", balancer="pmr"),
-    "mlb": Method("MLB", objective="multi_loss", balancer="mlb"),
-}
-PAPER_ROWS = ("unimodal_audio", "unimodal_video", "ensemble", "joint", "multi_loss", "uni_pre_frozen",
-              "uni_pre_finetuned", "mslr", "mmcosine", "ogm", "agm", "pmr", "mlb")
+ROWS: dict[str, Method] = {name: Method(**spec) for name, spec in _DATA["rows"].items()}
+PAPER_ROWS: tuple[str, ...] = tuple(_DATA["paper_rows"])
 
 
 @dataclass(frozen=True)
@@ -76,10 +78,12 @@ class Preset:
     data_options: Mapping[str, Any] = field(default_factory=dict)
     encoder_options: Mapping[str, Any] = field(default_factory=dict)
     fusion_model_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # fusion -> its kwargs
-    reference: str | None = None                       # column of REFERENCE_CSV (MCR Table 1)
+    reference: str | None = None                       # column of presets_reference.csv (MCR Table 1)
     needs_gpu: bool = True
     linear_probe: tuple[str, ...] = ()                 # modalities whose frozen encoder gets a probe
     notes: tuple[str, ...] = ()
+    source: str = "not stated"                         # the source of every value ...
+    sources: Mapping[str, str] = field(default_factory=dict)   # ... but these paths (longest prefix wins)
 
     @property
     def fusions(self) -> tuple[str, ...]:
@@ -99,7 +103,8 @@ class Preset:
             valid = ", ".join(f for m, f in self.cells() if m == name)
             raise ValueError(f"preset {self.name!r} runs {name!r} with fusions {valid}, not {fusion!r}")
         extra = self.fusion_options.get(fusion, {}).get(name, {})
-        return self.methods[name].with_options(**extra) if extra else self.methods[name]
+        row = self.methods[name]
+        return dataclasses.replace(row, options={**row.options, **extra}) if extra else row
 
     def fold_of(self, seed: int) -> Any:
         """The fold/split that goes with a seed (paper: folds 0, 1, 2 <-> seeds 109, 19, 337)."""
@@ -124,202 +129,103 @@ class Preset:
         data_options = dict(self.data_options)
         if self.fold_option is not None:
             data_options[self.fold_option] = self.fold_of(seed)
-        cfg = RunConfig(
-            data=DataConfig(name=self.dataset, root=data_root, options=data_options,
-                            batch_size=self.batch_size),
+        return RunConfig(
+            data=DataConfig(name=self.dataset, root=data_root, options=data_options, batch_size=self.batch_size),
             model=ModelConfig(encoder=self.encoder, fusion=fusion, encoder_options=dict(self.encoder_options),
                               fusion_options=dict(self.fusion_model_options.get(fusion, {}))),
             objective=ObjectiveConfig(name=spec.objective),
             balancer=BalancerConfig(name=spec.balancer, options=resolved_options(spec.balancer, spec.options)),
-            optim=optim, seed=seed, device=device, fast=fast, progress=progress)
-        return set_regime(cfg, spec.regime, dict(spec.regime_options))
+            optim=optim, seed=seed, device=device, fast=fast, progress=progress,
+            regime=spec.regime, regime_options=dict(spec.regime_options))
+
+    def hyperparameters(self) -> pd.DataFrame:
+        """Every value of the table with its source: columns method, fusion, parameter, value, source
+        (``all``: shared by every method or fusion)."""
+        rows = [(m, f, p, _fmt(v), self.source_of(path) if path else DEFAULT_SOURCE)
+                for m, f, p, v, path in self._entries()]
+        return pd.DataFrame(rows, columns=["method", "fusion", "parameter", "value", "source"])
+
+    def source_of(self, path: str) -> str:
+        """The source of the value at ``path``: its longest prefix in ``sources``, else ``source``."""
+        keys = [k for k in self.sources if _under(path, k)]
+        return self.sources[max(keys, key=len)] if keys else self.source
+
+    def _entries(self) -> list[tuple[str, str, str, Any, str | None]]:
+        """(method, fusion, parameter, value, path in presets.yaml; None for a balancer default)."""
+        out = [("all", "all", "batch_size", self.batch_size, "batch_size"), ("all", "all", "seeds", self.seeds, "seeds")]
+        if self.fold_option is not None:
+            out.append(("all", "all", self.fold_option, self.folds, "folds"))
+        unused = "betas" if self.optim.name == "sgd" else "momentum"
+        out += [("all", "all", f"optim.{k}", v, f"optim.{k}") for k, v in dataclasses.asdict(self.optim).items()
+                if k != unused]
+        out += [("all", "all", f"{group}.{k}", v, f"{group}.{k}")
+                for group in ("data_options", "encoder_options", "fusion_model_options")
+                for k, v in getattr(self, group).items()]
+        for name, m in self.methods.items():
+            kind = " + ".join(x for x in (m.objective, m.balancer) if x != "none")
+            regime = f"regime {m.regime}" + (f" ({_fmt(m.regime_options)})" if m.regime_options else "")
+            out.append((name, "all", "method", regime if m.regime else kind, f"methods.{name}"))
+            out += [(name, "all", f"optim.{k}", v, f"methods.{name}.optim.{k}") for k, v in m.optim.items()]
+            options = resolved_options(m.balancer, m.options) if m.balancer != "none" else m.options
+            out += [(name, "all", k, v, f"methods.{name}.options.{k}" if k in m.options else None)
+                    for k, v in options.items()]
+        return out + [(m, f, k, v, f"fusion_options.{f}.{m}.{k}") for f, per in self.fusion_options.items()
+                      for m, options in per.items() for k, v in options.items()]
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + ".")
+
+
+def _fmt(value: Any) -> str:
+    """A value as table text: 0.001; audio 0.7, video 1.3; 109, 19, 337; none."""
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k} {_fmt(v)}" for k, v in value.items())
+    if isinstance(value, (tuple, list)):
+        return ", ".join(map(_fmt, value))
+    return "none" if value is None else str(value)
 
 
 def resolved_options(balancer: str, options: Mapping[str, Any]) -> dict[str, Any]:
-    """The balancer's options with its factory defaults filled in, so results name every value."""
-    from mmbal.balancers import BALANCERS
-
-    if balancer not in BALANCERS:
-        return dict(options)
-    params = inspect.signature(BALANCERS.get(balancer)).parameters
-    unknown = set(options) - set(params)
-    if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        raise ValueError(f"balancer {balancer!r} has no options {sorted(unknown)}; valid: {sorted(params)}")
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    defaults = {k: p.default for k, p in params.items()
-                if p.kind in kinds and p.default is not inspect.Parameter.empty}
-    return {**defaults, **options}
+    """The balancer's options with its defaults filled in, so results name every value."""
+    return {**BALANCERS.defaults(balancer), **options} if balancer in BALANCERS else dict(options)
 
 
-def set_regime(cfg: RunConfig, regime: str | None, options: dict[str, Any]) -> RunConfig:
-    """Put a training regime on the config (RunConfig.regime: a name, or a dataclass with name/options)."""
-    if regime is None:
-        return cfg
-    if not hasattr(cfg, "regime"):
-        raise ValueError(f"method needs the training regime {regime!r}, but this mmbal has no regimes "
-                         "(RunConfig.regime is missing)")
-    current = cfg.regime
-    if dataclasses.is_dataclass(current):
-        value = dataclasses.replace(current, name=regime, options={**getattr(current, "options", {}), **options})
-        return dataclasses.replace(cfg, regime=value)
-    cfg = dataclasses.replace(cfg, regime=regime)
-    if options and hasattr(cfg, "regime_options"):
-        cfg = dataclasses.replace(cfg, regime_options={**cfg.regime_options, **options})
-    elif options:
-        raise ValueError(f"regime {regime!r} needs options {options} but RunConfig has no regime_options")
-    return cfg
+def _method(name: str, spec: Mapping[str, Any] | None) -> Method:
+    """A preset's row: the row ``from`` of ROWS (default: ``name``) with overrides, or a new labelled row."""
+    spec = dict(spec or {})
+    base = ROWS.get(spec.pop("from", name))
+    if base is None and "label" not in spec:
+        raise ValueError(f"method {name!r} is not a row of ROWS ({', '.join(ROWS)}) and has no label")
+    base = base or Method(label=spec["label"])
+    options, optim = {**base.options, **spec.pop("options", {})}, {**base.optim, **spec.pop("optim", {})}
+    try:
+        return dataclasses.replace(base, **spec, options=options, optim=_optim(optim))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"method {name!r}: {e}") from None
 
 
-def _rows(names, overrides: Mapping[str, Mapping[str, Any]] = (), optim: Mapping[str, Mapping[str, Any]] = ()):
-    """Select rows of ROWS and attach per-method balancer options and optimiser overrides."""
-    overrides, optim = dict(overrides), dict(optim)
-    out = {}
-    for n in names:
-        m = ROWS[n].with_options(**overrides.get(n, {}))
-        out[n] = dataclasses.replace(m, optim=optim[n]) if n in optim else m
-    return out
-
-
-_FUSION_ROWS = ("joint", "multi_loss", "mlb")
-_BETA95 = ("unimodal_audio", "unimodal_video", "joint", "multi_loss")   # Conformer configs: Adam beta1 0.95
-_ALL_FUSIONS = ("mlp", "film", "gated", "transformer")
-_ADAM = dict(name="adam", betas=(0.9, 0.999), schedule="constant", warmup_steps=0)
-_SCHEDULE_NOTE = ("The official code keeps the LR constant for 780 warm-up steps, then uses "
-                  "CosineAnnealingWarmRestarts(T_0=4, T_mult=2) per step; mmbal has no warm-restart "
-                  "schedule, so this preset trains at a constant LR (selection on val accuracy, early stopping).")
-
-PRESETS: dict[str, Preset] = {}
-
-
-def _add(preset: Preset) -> Preset:
-    PRESETS[preset.name] = preset
+def _preset(name: str, raw: Mapping[str, Any]) -> Preset:
+    """One preset of presets.yaml, checked: keys, rows, optimiser, each cell's balancer, source paths."""
+    try:
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+        kw["ablation"] = {f: tuple(rows) for f, rows in raw.get("ablation", {}).items()}
+        kw["methods"] = {m: _method(m, spec) for m, spec in raw["methods"].items()}
+        preset = Preset(name=name, **{**kw, "optim": OptimConfig(**_optim(raw["optim"]))})
+        for m, f in [*preset.cells(), *((m, f) for f, per in preset.fusion_options.items() for m in per)]:
+            spec = preset.method(m, f)
+            BALANCERS.create(spec.balancer, **resolved_options(spec.balancer, spec.options))
+        paths = [path for *_, path in preset._entries() if path]
+        unknown = [k for k in preset.sources if not any(_under(p, k) for p in paths)]
+        if unknown or (preset.folds is not None and len(preset.folds) != len(preset.seeds)):
+            raise ValueError(f"sources {unknown} name no value" if unknown else "folds and seeds differ in length")
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"presets.yaml, preset {name!r}: {'missing key ' * isinstance(e, KeyError)}{e}") from None
     return preset
 
 
-_add(Preset(
-    name="cremad_resnet18", title="CREMA-D, ResNet-18 (audio-video)", dataset="cremad", encoder="resnet18",
-    optim=OptimConfig(lr=1e-3, weight_decay=1e-4, epochs=1500, early_stop=100, **_ADAM),
-    methods=_rows(PAPER_ROWS,
-                  {"agm": {"alpha": 3.0}, "ogm": {"alpha": 1.0}, "mmcosine": {"scaling": 10.0},
-                   "mslr": {"keep_memory": 20, "init_scale": {"audio": 0.7, "video": 1.3}},
-                   "pmr": {"alpha": 1.75}, "mlb": {"alpha": 0.5, "beta_max": 10.0}},
-                  {"mlb": {"early_stop": 300}}),
-    ablation={f: _FUSION_ROWS for f in _ALL_FUSIONS},
-    fusion_options={"mlp": {"mlb": {"beta_max": 5.0}}, "gated": {"mlb": {"beta_max": 10.0}},
-                    "film": {"mlb": {"beta_max": 20.0}}, "transformer": {"mlb": {"beta_max": 20.0}}},
-    fold_option="fold", folds=(0, 1, 2), reference="cremad_resnet18",
-    notes=(_SCHEDULE_NOTE, "PMR is BMVC-era only (alpha 1.75 from the old configs, where its prototype loss "
-           "is active for epochs 0-70; mmbal's PMR has no end epoch); every other value is from run.sh. "
-           "Early stopping: 100 epochs (300 for MLB).")))
+PRESETS: dict[str, Preset] = {name: _preset(name, raw) for name, raw in _DATA["presets"].items()}
 
-_add(Preset(
-    name="cremad_conformer", title="CREMA-D, Conformer (audio-video)", dataset="cremad", encoder="conformer",
-    optim=OptimConfig(lr=5e-5, weight_decay=5e-6, epochs=1500, early_stop=100, **_ADAM), batch_size=8,
-    methods=_rows(PAPER_ROWS,
-                  {"agm": {"alpha": 3.0}, "ogm": {"alpha": 1.0}, "mmcosine": {"scaling": 10.0},
-                   "mslr": {"keep_memory": 5, "init_scale": {"audio": 0.9, "video": 1.1}},
-                   "pmr": {"alpha": 2.0}, "mlb": {"alpha": 5.0, "beta_max": None}},
-                  {"mlb": {"early_stop": 300}, **{m: {"betas": (0.95, 0.999)} for m in _BETA95}}),
-    ablation={f: _FUSION_ROWS for f in _ALL_FUSIONS},
-    fold_option="fold", folds=(0, 1, 2), reference="cremad_conformer",
-    notes=(_SCHEDULE_NOTE, "MLB uses the uncapped k = 1 + tanh(alpha (r - 1)) (no beta in run.sh). "
-           "MSLR, MMCosine and PMR values are from the BMVC-era 'vit' configs. The unimodal, joint and "
-           "multi-loss 'vit' configs use Adam beta1 0.95 (kept here) and 1500 warm-up steps (not modelled).",
-           "The paper's Conformer encoders take wav2vec2 / EfficientNet-B2 face features; see chapter 3.")))
-
-_add(Preset(
-    name="ave_resnet18", title="AVE, ResNet-18 (audio-video)", dataset="ave", encoder="resnet18",
-    optim=OptimConfig(lr=1e-3, weight_decay=1e-4, epochs=1500, early_stop=150, **_ADAM),
-    methods=_rows(PAPER_ROWS,
-                  {"agm": {"alpha": 3.0}, "ogm": {"alpha": 0.6}, "mmcosine": {"scaling": 10.0},
-                   "mslr": {"keep_memory": 10, "init_scale": {"audio": 0.7, "video": 1.3}},
-                   "pmr": {"alpha": 1.5}, "mlb": {"alpha": 2.0, "beta_max": 1.0}},
-                  {"agm": {"lr": 1e-4}}),
-    ablation={"mlp": ("joint", "multi_loss", "agm", "mlb")},
-    fusion_options={"mlp": {"mlb": {"alpha": 1.0, "beta_max": None}, "agm": {"alpha": 2.0}}},
-    reference="ave_resnet18",
-    notes=(_SCHEDULE_NOTE, "AVE has one official split: only the seed changes between the three runs.",
-           "run.sh passes MMCosine scaling 1, but the official code ignores that flag (paper.md §8.5): "
-           "the runs used the config default 10, kept here.",
-           "Mid-MLP values (MLB alpha 1.0 uncapped, AGM alpha 2.0) are from the BMVC-era print_results.sh.")))
-
-_add(Preset(
-    name="ucf101_resnet18", title="UCF101, ResNet-18 (audio-RGB, 51 classes)", dataset="ucf101",
-    encoder="resnet18",
-    optim=OptimConfig(lr=1e-3, weight_decay=1e-4, epochs=1000, early_stop=100, **_ADAM),
-    methods=_rows(PAPER_ROWS,
-                  {"agm": {"alpha": 2.0}, "ogm": {"alpha": 0.8}, "mmcosine": {"scaling": 10.0},
-                   "mslr": {"keep_memory": 10, "init_scale": {"audio": 0.7, "video": 1.3}},
-                   "pmr": {"alpha": 3.0}, "mlb": {"alpha": 2.0, "beta_max": 0.5}},
-                  {"uni_pre_frozen": {"lr": 1e-4}, "uni_pre_finetuned": {"lr": 1e-4}}),
-    fold_option="split", folds=(1, 2, 3), reference="ucf101_resnet18",
-    notes=(_SCHEDULE_NOTE, "Official splits 1-3 go with seeds 109, 19, 337. MSLR has no UCF101 value in "
-           "run.sh; the AVE values are used. PMR alpha 3 is from the BMVC-era configs.")))
-
-# Digits-AV's transformer fusion, sized to the 64-d tokens of the small CNNs.
-DIGITS_TRANSFORMER = {"d_model": 64, "num_heads": 4, "ffn_dim": 128}
-
-_add(Preset(
-    name="digits_av", title="Digits-AV, small CNNs (the book's CPU reproduction)", dataset="digits_av",
-    encoder="small_cnn", optim=OptimConfig(),  # SGD momentum 0.9, lr 0.01, wd 1e-4, cosine, 20 epochs
-    methods=_rows(("unimodal_audio", "unimodal_video", "ensemble", "joint", "multi_loss", "uni_pre_frozen",
-                   "uni_pre_finetuned", "mslr", "mmcosine", "ogm", "ogm_ge", "agm", "pmr", "mlb")),
-    ablation={f: _FUSION_ROWS for f in ("sum", "mlp", "film", "gated", "transformer")},
-    fusion_model_options={"transformer": DIGITS_TRANSFORMER},
-    needs_gpu=False,
-    notes=("Transformer fusion at width 64 (4 heads, feed-forward 128, 2 layers) instead of the paper's "
-           "512: the small CNNs give 64-d tokens, and a one-epoch CPU run at width 512 took 5 times as long "
-           "(95 s against 18 s, 2 threads); at width 64 a run still takes about 4 times a concat run.",
-           "The Digits-AV recipe of reference/data.md §6b: SGD momentum 0.9, lr 0.01, weight decay 1e-4, "
-           "cosine decay over 20 epochs, batch 32, best epoch on validation accuracy.",
-           "Every method uses its balancer's default hyperparameters (written into each result JSON); "
-           "none was tuned on this data.")))
-
-
-# -- Chapter 10: does gradient balancing survive the optimizer? -------------------------------------
-ANALYSIS_OPTIMIZERS: dict[str, dict[str, Any]] = {
-    "sgd": {},                                                        # the digits_av recipe
-    "adam": dict(name="adam", lr=1e-3, betas=(0.9, 0.999)),           # same decay, schedule, epochs
-}
-# Time-average of MLB's k over all steps of the three committed digits_av MLB runs (concat, SGD);
-# tests/test_analysis.py recomputes it from those result files.
-FIXED_K_DIGITS = {"audio": 0.81, "video": 1.33}
-LONG_EPOCHS = 40                                                      # 2x the recipe: does MLB's edge fade?
-ANALYSIS_SEEDS = (109, 19, 337, 0, 1)
-
-
-def _analysis_rows() -> dict[str, Method]:
-    """joint, multi-loss, OGM-GE, MLB (gradient and update form) and the fixed-k control, per optimizer,
-    plus multi-loss and MLB on a schedule twice as long (SGD)."""
-    base = {
-        "joint": ROWS["joint"], "multi_loss": ROWS["multi_loss"], "ogm_ge": ROWS["ogm_ge"],
-        "mlb": dataclasses.replace(ROWS["mlb"], label="MLB (gradient form)"),
-        "mlb_update": dataclasses.replace(ROWS["mlb"], label="MLB (update form)").with_options(acts_on="update"),
-        "fixed": Method("Fixed k (update form)", objective="multi_loss", balancer="fixed",
-                        options={"coefficients": FIXED_K_DIGITS, "acts_on": "update"}),
-    }
-    rows = {}
-    for opt, overrides in ANALYSIS_OPTIMIZERS.items():
-        for name, m in base.items():
-            rows[f"{name}_{opt}"] = dataclasses.replace(m, label=f"{m.label}, {opt.upper()}", optim=overrides)
-    for name in ("multi_loss", "mlb"):
-        m = base[name]
-        rows[f"{name}_long_sgd"] = dataclasses.replace(m, label=f"{m.label}, SGD, {LONG_EPOCHS} epochs",
-                                                       optim={"epochs": LONG_EPOCHS})
-    return rows
-
-
-_add(Preset(
-    name="digits_av_optim", title="Digits-AV: balancing under SGD with momentum and under Adam (chapter 10)",
-    dataset="digits_av", encoder="small_cnn", optim=OptimConfig(), methods=_analysis_rows(),
-    seeds=ANALYSIS_SEEDS, needs_gpu=False, linear_probe=("audio", "video"),
-    notes=("SGD rows: the digits_av recipe (momentum 0.9, lr 0.01, weight decay 1e-4, cosine over 20 epochs, "
-           "batch 32). Adam rows: the same with Adam, lr 1e-3, betas (0.9, 0.999).",
-           "Update form: k multiplies the modality's learning rate each step instead of its gradient, so "
-           "Adam's normalisation cannot divide it out (chapter 6).",
-           "Fixed k: MLB's time-averaged coefficients, held constant; it separates adaptive balancing from "
-           "a constant bigger step for the slow modality.",
-           "After training, each frozen encoder gets a logistic-regression linear probe (mmbal.probe).")))
 
 def get_preset(name: str | Preset) -> Preset:
     """A preset by name (a ``Preset`` passes through); unknown names list the valid ones."""
@@ -330,38 +236,13 @@ def get_preset(name: str | Preset) -> Preset:
     return PRESETS[name]
 
 
-# Reference numbers: MLB and baselines re-run by the same authors, MCR paper Table 1
-# (arXiv 2411.07335), accuracy % mean ± std over 3 runs (reference/paper.md §2.2). Empty = not reported.
-REFERENCE_SOURCE = ("reference numbers: re-run of MLB and baselines by the same authors, "
-                    "MCR paper Table 1 (arXiv 2411.07335)")
-REFERENCE_CSV = """\
-method,cremad_resnet18,cremad_conformer,ave_resnet18,ave_conformer,ucf101_resnet18
-unimodal_audio,60.6±2.3,76.0±2.6,62.6±0.9,76.5±2.4,30.3±1.5
-unimodal_video,55.4±3.0,69.4±2.0,45.7±1.6,75.5±1.2,38.5±0.9
-ensemble,71.7±2.2,84.6±1.0,70.5±0.2,88.4±2.2,52.8±0.5
-joint,62.6±5.8,74.6±2.2,66.7±1.5,82.2±0.8,47.7±1.5
-multi_loss,69.2±1.8,82.6±0.9,70.1±0.9,86.3±1.1,51.1±1.8
-uni_pre_frozen,72.4±1.8,85.0±1.8,72.2±0.3,87.2±2.4,53.0±0.9
-uni_pre_finetuned,73.3±1.8,82.4±2.0,72.5±1.3,86.5±0.8,53.5±1.3
-mslr,56.5±2.4,77.1±2.4,67.3±2.2,81.0±1.4,50.9±3.9
-mmcosine,59.3±1.5,74.0±0.3,65.0±1.4,83.8±0.8,47.3±4.1
-ogm,65.6±3.8,82.4±1.0,67.3±0.6,79.7±1.4,51.8±1.9
-agm,69.3±1.4,78.5±1.6,68.4±1.1,85.3±0.5,51.0±1.6
-pmr,,,,,
-mlb,71.9±2.2,85.2±0.9,71.6±0.2,86.7±0.3,52.2±1.7
-"""
+_REFERENCE = (_HERE / "presets_reference.csv").read_text(encoding="utf-8").splitlines()
+REFERENCE_SOURCE = _REFERENCE[0].removeprefix("# ")           # MCR paper Table 1, re-run by MLB's authors
 
 
 def reference_numbers(column: str) -> dict[str, tuple[float, float] | None]:
-    """Method -> (mean %, std %) of one REFERENCE_CSV column (None where not reported)."""
-    lines = REFERENCE_CSV.strip().splitlines()
-    header = lines[0].split(",")
-    if column not in header[1:]:
-        raise ValueError(f"no reference column {column!r}; valid: {', '.join(header[1:])}")
-    j = header.index(column)
-    out = {}
-    for line in lines[1:]:
-        cells = line.split(",")
-        cell = cells[j]
-        out[cells[0]] = tuple(float(x) for x in cell.split("±")) if cell else None
-    return out
+    """Method -> (mean %, std %) of one column of presets_reference.csv (None where not reported)."""
+    rows = list(csv.DictReader(line for line in _REFERENCE if not line.startswith("#")))
+    if column == "method" or column not in rows[0]:
+        raise ValueError(f"no reference column {column!r}; valid: {', '.join(list(rows[0])[1:])}")
+    return {r["method"]: tuple(float(x) for x in r[column].split("±")) if r[column] else None for r in rows}

@@ -1,9 +1,13 @@
-"""Presets resolve to the hyperparameters of reference/paper.md (§4.1-4.7, run.sh table)."""
+"""Presets resolve to the paper's hyperparameters (the MLB code's run.sh and configs), read from presets.yaml."""
+import copy
+
 import pytest
 
-from mmbal.balancers import BALANCERS, build_balancer
-from mmbal.config import OptimConfig
-from mmbal.presets import FAST_EPOCHS, PAPER_SEEDS, PRESETS, get_preset, reference_numbers
+import mmbal.presets as presets
+from mmbal.balancers import BALANCERS
+from mmbal.config import OptimConfig, RunConfig
+from mmbal.presets import (DEFAULT_SOURCE, FAST_EPOCHS, PAPER_SEEDS, PRESETS, REFERENCE_SOURCE, get_preset,
+                           reference_numbers)
 from mmbal.regimes import REGIMES
 
 
@@ -47,14 +51,73 @@ def test_conformer_and_digits_presets():
     assert digits.data.batch_size == 32 and digits.seed == 109
 
 
-def test_every_cell_builds_a_valid_config():
+def test_every_preset_loads_and_every_cell_builds_a_valid_config():
+    assert list(PRESETS) == ["cremad_resnet18", "cremad_conformer", "ave_resnet18", "ucf101_resnet18", "digits_av",
+                             "digits_av_optim"]
     for preset in PRESETS.values():
         for method, fusion in preset.cells():
-            cfg = preset.run_config(method, fusion, preset.seeds[-1])
-            build_balancer(cfg.balancer.name, **cfg.balancer.options)   # option names are real
+            for seed in preset.seeds:
+                cfg = preset.run_config(method, fusion, seed)
+                assert RunConfig.from_dict(cfg.to_dict()) == cfg and cfg.model.fusion == fusion
+            BALANCERS.create(cfg.balancer.name, **cfg.balancer.options)   # option names are real
             if cfg.regime is not None:
                 assert cfg.regime in REGIMES
             assert cfg.balancer.name in BALANCERS
+
+
+def test_hyperparameter_table_names_a_source_for_every_value():
+    for preset in PRESETS.values():
+        hp = preset.hyperparameters()
+        assert list(hp.columns) == ["method", "fusion", "parameter", "value", "source"] and len(hp) > 10
+        assert hp["source"].map(lambda s: isinstance(s, str) and len(s) > 10).all(), preset.name
+        assert hp["value"].map(lambda v: isinstance(v, str) and "{" not in v).all(), preset.name
+        assert set(hp["method"]) == {"all", *preset.methods} and set(hp["fusion"]) <= {"all", *preset.fusions}
+    hp = get_preset("cremad_resnet18").hyperparameters().set_index(["method", "fusion", "parameter"])
+
+    def cell(*key):
+        return tuple(hp.loc[key, ["value", "source"]])
+
+    assert cell("mlb", "all", "alpha") == ("0.5", "the MLB code's run.sh (IJCV-era)")
+    assert cell("mlb", "film", "beta_max") == ("20.0", "the MLB code's run.sh (IJCV-era)")
+    assert cell("mlb", "all", "optim.early_stop") == ("300", "the MLB code's configs")
+    assert cell("pmr", "all", "alpha") == ("1.75", "the MLB code's BMVC-era configs")
+    assert cell("pmr", "all", "refresh_fraction") == ("0.1", DEFAULT_SOURCE)
+    assert cell("mslr", "all", "init_scale")[0] == "audio 0.7, video 1.3"
+    assert cell("all", "all", "fold") == ("0, 1, 2", "the MLB code's main.py (its three runs)")
+    assert cell("all", "all", "optim.schedule")[1].startswith("this book's choice")
+    assert cell("unimodal_audio", "all", "method")[0] == "regime unimodal (modality audio)"
+    assert ("all", "all", "optim.momentum") not in hp.index                      # Adam: no momentum row
+    optim = get_preset("digits_av_optim").hyperparameters().set_index(["method", "fusion", "parameter"])
+    assert tuple(optim.loc[("fixed_adam", "all", "coefficients"), ["value", "source"]]) == (
+        "audio 0.81, video 1.33", "MLB's time-averaged k in the committed digits_av runs")
+
+
+def _load(change, name="ave_resnet18"):
+    """Load one preset of presets.yaml after ``change`` edits a copy of its data."""
+    raw = copy.deepcopy(presets._DATA["presets"][name])
+    change(raw)
+    return presets._preset(name, raw)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r["methods"].update(agm={"options": {"alpah": 1.0}}), "'ave_resnet18'.*agm.*alpah"),
+    (lambda r: r["methods"].update(agm={"optim": {"lr": "1e-4"}}), "'ave_resnet18': method 'agm'.*lr.*1.0e-3"),
+    (lambda r: r["methods"].update(agm={"labell": "AGM"}), "method 'agm'.*labell"),
+    (lambda r: r["methods"].update(mlb2=None), "method 'mlb2' is not a row"),
+    (lambda r: r["fusion_options"]["mlp"].update(ogm={"alpha": 1.0}), "runs 'ogm' with fusions concat"),
+    (lambda r: r["sources"].update({"methods.pmrr": "x"}), r"sources \['methods.pmrr'\] name no value"),
+    (lambda r: r.update(batchsize=3), "'ave_resnet18'.*batchsize"),
+    (lambda r: r.pop("methods"), "missing key 'methods'"),
+])
+def test_a_broken_preset_fails_naming_the_preset_and_the_key(change, message):
+    with pytest.raises(ValueError, match=message):
+        _load(change)
+    assert _load(lambda r: None) == get_preset("ave_resnet18")
+
+
+def test_notes_cite_the_code_not_private_files():
+    for preset in PRESETS.values():
+        assert preset.notes and not any("reference/" in note or ".md" in note for note in preset.notes)
 
 
 def test_fast_and_bad_names():
@@ -77,3 +140,4 @@ def test_reference_numbers_are_mcr_table1():
     assert reference_numbers("cremad_conformer")["pmr"] is None       # PMR is not in MCR Table 1
     with pytest.raises(ValueError, match="valid: cremad_resnet18"):
         reference_numbers("sthsth")
+    assert "MCR paper Table 1" in REFERENCE_SOURCE and not REFERENCE_SOURCE.startswith("#")

@@ -7,13 +7,13 @@ import pytest
 from mmbal.cli import main
 from mmbal.config import OptimConfig
 from mmbal.experiments import read_json, write_json
-from mmbal.presets import Preset, _rows, get_preset
+from mmbal.presets import ROWS, Preset, get_preset
 from mmbal.sweep import (TRACE_POINTS, Cell, grid, is_finished, parse_shard, result_path, run_cell,
                          subsample_trace, sweep)
 from mmbal.tables import ece_from_bins
 
 TINY = Preset(name="tiny", title="tiny synthetic", dataset="synthetic_av", encoder="small_cnn",
-              optim=OptimConfig(epochs=1, lr=0.05), methods=_rows(("joint", "mlb", "unimodal_audio")),
+              optim=OptimConfig(epochs=1, lr=0.05), methods={m: ROWS[m] for m in ("joint", "mlb", "unimodal_audio")},
               ablation={"sum": ("joint", "mlb")}, data_options={"sizes": (96, 48, 64)}, seeds=(1, 2),
               needs_gpu=False)
 
