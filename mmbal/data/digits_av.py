@@ -1,7 +1,7 @@
 """``digits_av``: sklearn handwritten digits (video) paired by label with espeak-ng spoken digits (audio).
 
-The embedded default dataset (reference/data.md §6): voices held out whole for val/test, train pairs
-redrawn every epoch, and a fixed fraction of pairs whose audio is noise, so fusion can beat either modality.
+The embedded default dataset: voices held out whole for val/test, train pairs redrawn every epoch,
+and a fixed fraction of pairs whose audio is noise, so fusion can beat either modality.
 """
 from __future__ import annotations
 
@@ -28,7 +28,6 @@ SPLIT_FRACTIONS = (0.70, 0.15, 0.15)   # images: train / val / test, stratified 
 CLIP_SECONDS = 1.0
 N_FFT, HOP = 256, 128                  # 8 kHz, 1 s -> (129, 61) -> avg-pooled (64, 30)
 LOG_EPS = 1e-3                         # floor of the magnitude before the log (about -60 dB re 1.0)
-_TRAIN, _VAL, _TEST = 0, 1, 2          # random-stream ids, one per split
 
 
 def mulaw_decode(codes: np.ndarray) -> np.ndarray:
@@ -49,9 +48,6 @@ class AudioBank:
     accents: np.ndarray      # (N,) str
     sample_rate: int
     espeak_version: str
-
-    def voice_names(self) -> list[str]:
-        return sorted(set(self.voices.tolist()))
 
 
 def spectrogram(waves: torch.Tensor) -> torch.Tensor:
@@ -75,17 +71,13 @@ def change_speed(waves: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
     return out * inside
 
 
-def resolve_bank(root: str | Path | None) -> Path:
-    """The bank file: ``root`` (a directory holding spoken_digits.npz, or the file) or the packaged one."""
-    if root is None:
-        return DEFAULT_BANK
-    root = Path(root)
-    return root / BANK_FILE if root.is_dir() or root.suffix != ".npz" else root
+def load_bank(root: str | Path | None = None) -> AudioBank:
+    """The bank at ``root`` (a folder holding spoken_digits.npz, or the file; None: the packaged one).
 
-
-def load_bank(path: str | Path) -> AudioBank:
-    """Read and decode the bank; a missing or unreadable file raises FileNotFoundError."""
-    path = Path(path)
+    A missing or unreadable file raises FileNotFoundError naming the command that regenerates it.
+    """
+    path = DEFAULT_BANK if root is None else Path(root)
+    path = path / BANK_FILE if path.is_dir() or path.suffix != ".npz" else path
     try:
         return _load_bank(str(path.resolve()), path.stat().st_mtime_ns)
     except (OSError, KeyError, ValueError) as err:
@@ -172,11 +164,11 @@ class DigitsAVSplit(TensorSplit):
     noise (fixed per pair), ``voices`` the voices allowed here. Train pairs follow ``set_epoch``.
     """
 
-    def __init__(self, *, name: str, stream: int, seed: int, bank: AudioBank, image_index: np.ndarray,
-                 images: torch.Tensor, labels: np.ndarray, voices: tuple[str, ...], redraw: bool,
-                 options: dict, audio_stats: tuple[torch.Tensor, torch.Tensor] | None = None):
-        self.name, self.stream, self.seed, self.bank = name, stream, seed, bank
-        self.voices, self.redraw, self.options = voices, redraw, options
+    def __init__(self, *, stream: int, seed: int, bank: AudioBank, image_index: np.ndarray,
+                 images: torch.Tensor, labels: np.ndarray, voices: tuple[str, ...], options: dict,
+                 audio_stats: tuple[torch.Tensor, torch.Tensor] | None = None):
+        self.stream, self.seed, self.bank, self.voices, self.options = stream, seed, bank, voices, options
+        self.redraw = stream == 0                                              # train (stream 0) redraws pairs
         self.image_index = image_index                                         # (N,) into load_digits
         self.labels_np = labels                                                # (N,) int64
         self.images = images                                                   # (N, S, S) clean
@@ -260,7 +252,7 @@ def _check(ok: bool, knob: str, valid: str, value) -> None:
 def _check_voices(bank: AudioBank, val_voices: tuple[str, ...],
                   test_voices: tuple[str, ...]) -> tuple[str, ...]:
     """Validate the held-out voices and return the training voices (all the others)."""
-    known = bank.voice_names()
+    known = sorted(set(bank.voices.tolist()))
     for knob, voices in (("val_voices", val_voices), ("test_voices", test_voices)):
         _check(len(voices) > 0 and set(voices) <= set(known), knob,
                f"a non-empty subset of the bank's voices {known}", voices)
@@ -294,7 +286,7 @@ def build_digits_av(*, seed: int, root: str | None = None, image_noise: float = 
            f"an integer in [0, {image_size // 2})", max_shift)
     _check(max_train is None or (isinstance(max_train, int) and max_train >= 1), "max_train",
            "None (all) or an integer >= 1", max_train)
-    bank = load_bank(resolve_bank(root))
+    bank = load_bank(root)
     val_voices, test_voices = ((v,) if isinstance(v, str) else tuple(v) for v in (val_voices, test_voices))
     train_voices = _check_voices(bank, val_voices, test_voices)
 
@@ -309,14 +301,9 @@ def build_digits_av(*, seed: int, root: str | None = None, image_noise: float = 
                "audio_uninformative_frac": float(audio_uninformative_frac),
                "audio_speed_jitter": float(audio_speed_jitter), "frames": frames,
                "max_shift": max_shift}
-    splits, stats = [], None
-    for name, stream, voices, idx in (("train", _TRAIN, train_voices, index[0]),
-                                      ("val", _VAL, val_voices, index[1]),
-                                      ("test", _TEST, test_voices, index[2])):
-        split = DigitsAVSplit(name=name, stream=stream, seed=int(seed), bank=bank, image_index=idx,
-                              images=upsampled[idx], labels=digit_labels[idx],
-                              voices=tuple(sorted(voices)), redraw=name == "train", options=options,
-                              audio_stats=stats)
-        stats = split.audio_stats                                              # train statistics for all
-        splits.append(split)
-    return DatasetSplits(*splits)
+    splits = []
+    for stream, (voices, idx) in enumerate(zip((train_voices, val_voices, test_voices), index)):  # train, val, test
+        splits.append(DigitsAVSplit(stream=stream, seed=int(seed), bank=bank, image_index=idx,
+                                    images=upsampled[idx], labels=digit_labels[idx], voices=tuple(sorted(voices)),
+                                    options=options, audio_stats=splits[0].audio_stats if splits else None))
+    return DatasetSplits(*splits)                                              # train's audio statistics for all
