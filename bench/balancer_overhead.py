@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from mmbal.balancers import BALANCERS, EpochContext, build_balancer, paper_objective
+from mmbal.balancers import BALANCERS, EpochContext
 from mmbal.config import OptimConfig
 from mmbal.data.base import DatasetSplits
 from mmbal.data.tensor_dataset import TensorSplit
@@ -33,10 +33,23 @@ from mmbal.train import Trainer
 
 CREMAD = {"audio": (1, 257, 188), "video": (3, 3, 224, 224)}
 DIGITS = {"audio": (1, 64, 30), "video": (1, 3, 16, 16)}
-OPTIONS = {"mslr": {"init_scale": {"audio": 0.7, "video": 1.3}},
-           "fixed": {"coefficients": {"audio": 0.8, "video": 1.5}}}
+# label -> (balancer, its options); MLB's ablation variants are methods of their own here
+METHODS = {"baseline": ("none", {}), "mslr": ("mslr", {"init_scale": {"audio": 0.7, "video": 1.3}}),
+           "fixed": ("fixed", {"coefficients": {"audio": 0.8, "video": 1.5}}),
+           "mlb_stopgrad": ("mlb", {"variant": "stopgrad"}), "mlb_fused": ("mlb", {"variant": "fused"})}
 TARGET = {"ogm": 1.03, "ogm_ge": 1.03, "mslr": 1.03, "mlb": 1.03, "mlb_stopgrad": 1.03, "mlb_fused": 1.03,
           "fixed": 1.03, "agm": 1.15, "pmr": 1.15}
+
+
+def method(label: str) -> tuple[str, dict, str]:
+    """(balancer name, options, objective) of a benchmarked method; the baseline trains multi-loss."""
+    name, options = METHODS.get(label, (label, {}))
+    return name, options, "multi_loss" if label == "baseline" else BALANCERS.create(name, **options).objective
+
+
+def labels() -> list[str]:
+    """Every method that can be timed: each balancer and MLB's two ablation variants."""
+    return [*BALANCERS.names(), "mlb_stopgrad", "mlb_fused"]
 CREMAD_STEPS_PER_EPOCH = math.ceil(4043 / 32)
 
 
@@ -45,13 +58,12 @@ def build_trainers(shapes, encoder, batch, device, num_classes, names=None):
     data = TensorSplit({m: batch[m].cpu() for m in shapes}, batch["label"].cpu(),
                        class_names=[str(c) for c in range(num_classes)])
     splits = DatasetSplits(data, data, data)
-    methods = {"baseline": ("none", "multi_loss")}
-    methods.update({name: (name, paper_objective(name, OPTIONS.get(name))) for name in names or BALANCERS.names()})
     trainers = {}
-    for label, (name, objective) in methods.items():
+    for label in ["baseline", *(names or labels())]:
+        name, options, objective = method(label)
         torch.manual_seed(0)
         model = build_model(input_shapes=shapes, num_classes=num_classes, encoder=encoder)
-        trainers[label] = Trainer(model, OBJECTIVES.create(objective), build_balancer(name, **OPTIONS.get(name, {})),
+        trainers[label] = Trainer(model, OBJECTIVES.create(objective), BALANCERS.create(name, **options),
                                   splits, optim=OptimConfig(epochs=1), batch_size=len(data), device=device,
                                   progress=False)
     return trainers
@@ -120,9 +132,9 @@ def main(argv=None) -> None:
     batch = {m: torch.randn(args.batch_size, *s, generator=g) for m, s in shapes.items()}
     batch["label"] = torch.arange(args.batch_size) % 6
     names = None if args.methods is None else [m for m in args.methods.split(",") if m]
-    unknown = sorted(set(names or ()) - set(BALANCERS.names()))
+    unknown = sorted(set(names or ()) - set(labels()))
     if unknown:
-        parser.error(f"unknown balancers {unknown}; valid: {', '.join(BALANCERS.names())}")
+        parser.error(f"unknown balancers {unknown}; valid: {', '.join(labels())}")
     trainers = build_trainers(shapes, encoder, batch, str(device), num_classes=6, names=names)
     batch = {k: v.to(device) for k, v in batch.items()}
     print(f"model: {encoder} at {'CREMA-D' if use_resnet else 'Digits-AV'} shapes {shapes}, batch "
@@ -153,7 +165,7 @@ def main(argv=None) -> None:
     best = min(times["baseline"])
     for label in sorted(times, key=lambda k: (k != "baseline", k)):
         med = statistics.median(times[label])
-        objective = "multi_loss" if label == "baseline" else paper_objective(label, OPTIONS.get(label))
+        objective = method(label)[2]
         hooks = timers[label].per_step(steps)
         target = TARGET.get(label)
         ok = "" if target is None else ("yes" if med / base <= target else "NO")

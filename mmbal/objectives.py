@@ -1,4 +1,4 @@
-"""Training objectives: joint (fused CE only) and the multi-loss objective of MLB.
+"""Training objectives: joint (fused CE only), the multi-loss objective of MLB, and single-head CE.
 
 multi_loss: L = CE(f_c(z_1..z_M), y) + sum_m lambda_m CE(g_m(z_m), y)   (paper §3.2, lambda_m = 1).
 """
@@ -13,7 +13,8 @@ OBJECTIVES = Registry("objective")
 
 
 class Objective:
-    """Maps logits {"mm", m...} and labels to losses {"mm", m..., "total"}."""
+    """Maps logits {"mm", m...} and labels to losses {"mm", m..., "total"}; the one owner of
+    ``model.detach_heads`` (set in ``configure``, once per run)."""
 
     heads_train_encoders = True
 
@@ -22,7 +23,7 @@ class Objective:
         model.detach_heads = not self.heads_train_encoders
 
     def unimodal_weight(self, modality: str) -> float:
-        raise NotImplementedError
+        return 1.0
 
     def __call__(self, logits: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
         losses = {k: F.cross_entropy(v, labels) for k, v in logits.items()}
@@ -34,21 +35,20 @@ class Objective:
         return losses
 
 
+@OBJECTIVES.register("joint")
 class JointObjective(Objective):
-    """Fused cross-entropy only; the unimodal heads are linear probes on detached features.
+    """Single-loss joint training: CE of the fused prediction (heads are detached probes).
 
-    Their loss is added to the total but, features being detached, it trains the probes only
-    and leaves encoders and fusion exactly as under single-loss joint training.
+    The probes' loss is added to the total but, features being detached, it trains the probes
+    only and leaves encoders and fusion exactly as under single-loss joint training.
     """
 
     heads_train_encoders = False
 
-    def unimodal_weight(self, modality: str) -> float:
-        return 1.0
 
-
+@OBJECTIVES.register("multi_loss")
 class MultiLossObjective(Objective):
-    """Fused CE plus lambda_m times each unimodal head's CE (heads train their encoders)."""
+    """Fused CE + weighted unimodal CE of every modality's head (MLB's objective)."""
 
     def __init__(self, weights: float | dict[str, float] = 1.0):
         values = weights.values() if isinstance(weights, dict) else [weights]
@@ -57,18 +57,12 @@ class MultiLossObjective(Objective):
         self.weights = weights
 
     def unimodal_weight(self, modality: str) -> float:
-        if isinstance(self.weights, dict):
-            return float(self.weights.get(modality, 1.0))
-        return float(self.weights)
+        return float(self.weights.get(modality, 1.0) if isinstance(self.weights, dict) else self.weights)
 
 
-@OBJECTIVES.register("joint")
-def joint() -> Objective:
-    """Single-loss joint training: CE of the fused prediction (heads are detached probes)."""
-    return JointObjective()
+class SingleHeadObjective(Objective):
+    """Cross-entropy of a unimodal model's single head (reported under "mm" and the modality)."""
 
-
-@OBJECTIVES.register("multi_loss")
-def multi_loss(weights: float | dict[str, float] = 1.0) -> Objective:
-    """Fused CE + weighted unimodal CE of every modality's head (MLB's objective)."""
-    return MultiLossObjective(weights)
+    def __call__(self, logits, labels):
+        loss = F.cross_entropy(logits["mm"], labels)
+        return {k: loss for k in logits} | {"total": loss}

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmbal.balancers import BALANCERS, EpochContext, build_balancer, mslr_rates, paper_objective
+from mmbal.balancers import BALANCERS, MLB, EpochContext, FixedCoefficients, mslr_rates
 from mmbal.balancers.agm import agm_coefficients, agm_ratios, agm_scores, coalition_logits, shapley_outputs
 from mmbal.balancers.mslr import mslr_ratio
 from mmbal.balancers.pmr import class_prototypes, pmr_weights, prototype_logits
@@ -35,7 +35,7 @@ def model_and_batch(seed=0, n=6):
 def fast_config(balancer, options=None, *, epochs=3, lr=0.05) -> RunConfig:
     return RunConfig(data=DataConfig("synthetic_av", options=dict(FAST_DATA), batch_size=16),
                      model=ModelConfig(encoder_options={"width": 8, "out_dim": 32}),
-                     objective=ObjectiveConfig(paper_objective(balancer, options)),
+                     objective=ObjectiveConfig(BALANCERS.create(balancer, **(options or {})).objective),
                      balancer=BalancerConfig(balancer, dict(options or {})),
                      optim=OptimConfig(epochs=epochs, lr=lr, schedule="constant"),
                      progress=False, device="cpu")
@@ -45,16 +45,17 @@ def fast_config(balancer, options=None, *, epochs=3, lr=0.05) -> RunConfig:
 @pytest.mark.parametrize("name, options, message", [
     ("mlb", {"alpha": -1.0}, "alpha"), ("mlb", {"beta_max": 0.0}, "beta_max"),
     ("mlb", {"beta_max": -2.0}, "beta_max"), ("mlb", {"variant": "softmax"}, "variant.*heads"),
-    ("mlb", {"gamma": 1.0}, "valid options: alpha"), ("mlb", {"acts_on": "loss"}, "acts_on"),
+    ("mlb", {"gamma": 1.0}, "unknown options.*gamma.*valid options: alpha"), ("mlb", {"acts_on": "loss"}, "acts_on"),
     ("ogm", {"alpha": -0.1}, "alpha"), ("agm", {"alpha": float("nan")}, "alpha"),
     ("agm", {"acts_on": "update"}, "gradient"), ("pmr", {"alpha": -1.0}, "alpha"),
     ("pmr", {"refresh_fraction": 0.0}, "refresh_fraction"), ("mslr", {"keep_memory": 0}, "keep_memory"),
     ("mslr", {"init_scale": {"audio": -0.7}}, "init_scale"), ("mmcosine", {"scaling": 0.0}, "scaling"),
-    ("fixed", {}, "coefficients"), ("fixed", {"coefficients": {"audio": -1.0}}, ">= 0"),
+    ("fixed", {}, "missing options.*coefficients"), ("fixed", {"coefficients": {"audio": -1.0}}, ">= 0"),
+    ("fixed", {"coefficients": {}}, "dict modality -> k"), ("mlb_stopgrad", {}, "valid balancer names: agm"),
 ])
 def test_bad_hyperparameters_fail_with_a_clear_message(name, options, message):
     with pytest.raises(ValueError, match=message):
-        build_balancer(name, **options)
+        BALANCERS.create(name, **options)
 
 
 def test_unknown_modality_in_options_fails_before_training():
@@ -63,10 +64,22 @@ def test_unknown_modality_in_options_fails_before_training():
             run(fast_config(name, options))
 
 
-def test_paper_objectives():
-    assert paper_objective("mlb") == "multi_loss" and paper_objective("fixed") == "multi_loss"
-    assert paper_objective("mlb", {"variant": "fused"}) == "joint" == paper_objective("mlb_fused")
-    assert all(paper_objective(b) == "joint" for b in ("ogm", "ogm_ge", "agm", "pmr", "mslr", "mmcosine", "none"))
+def test_each_balancer_declares_the_objective_it_is_defined_with():
+    assert FixedCoefficients.objective == "multi_loss"
+    assert BALANCERS.create("mlb").objective == "multi_loss"
+    assert BALANCERS.create("mlb", variant="stopgrad").objective == "joint"
+    assert BALANCERS.create("mlb", variant="fused").objective == "joint"
+    assert MLB.objective == "multi_loss"                                   # a variant does not touch the class
+    assert all(BALANCERS.create(b).objective == "joint" for b in ("ogm", "ogm_ge", "agm", "pmr", "mslr", "mmcosine",
+                                                                   "none"))
+
+
+def test_acts_on_is_one_option_of_every_balancer_with_its_default():
+    for name in BALANCERS.names():
+        assert "acts_on" in BALANCERS.defaults(name), name
+    assert BALANCERS.defaults("mslr")["acts_on"] == "update" and BALANCERS.defaults("mlb")["acts_on"] == "gradient"
+    assert BALANCERS.defaults("mlb") == {"alpha": 0.5, "beta_max": None, "variant": "heads", "acts_on": "gradient"}
+    assert BALANCERS.create("ogm_ge", alpha=0.3, acts_on="update").acts_on == "update"
 
 
 # -- AGM -------------------------------------------------------------------------------------
@@ -102,7 +115,7 @@ def test_agm_scales_each_modalitys_gradient_and_tracks_the_running_mean():
     objective(model(batch)["logits"], batch["label"])["mm"].backward()
     plain = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
-    agm = build_balancer("agm", alpha=1.0)
+    agm = BALANCERS.create("agm", alpha=1.0)
     agm.setup(model, build_optimizer(model, OptimConfig()))
     out = agm.forward(model, batch)
     objective(out["logits"], batch["label"])["mm"].backward()
@@ -129,7 +142,7 @@ def test_pmr_prototypes_weights_and_loss_hand_computed():
     assert rho["audio"].item() == pytest.approx(3.0) and rho["video"].item() == pytest.approx(1 / 3)
     assert beta["audio"].item() == 0.0 and beta["video"].item() == 2.0   # only the lagging one
 
-    pmr = build_balancer("pmr", alpha=2.0)
+    pmr = BALANCERS.create("pmr", alpha=2.0)
     pmr.prototypes = {"audio": torch.tensor([[0.0, 0.0], [10.0, 0.0]]),      # audio sits on its prototype
                       "video": torch.tensor([[0.0, 1.0], [0.0, -1.0]])}      # video is ambiguous
     feats = {"audio": torch.tensor([[0.0, 0.0]]), "video": torch.tensor([[0.0, 0.0]])}
@@ -140,7 +153,7 @@ def test_pmr_prototypes_weights_and_loss_hand_computed():
 
 def test_pmr_epoch_start_uses_class_means_of_the_encoder_features():
     model, batch = model_and_batch(n=8)
-    pmr = build_balancer("pmr")
+    pmr = BALANCERS.create("pmr")
     pmr.setup(model, build_optimizer(model, OptimConfig()))
     loader = [batch]
     report = pmr.on_epoch_start(EpochContext(epoch=0, model=model, train_loader=loader, device=torch.device("cpu")))
@@ -159,7 +172,7 @@ def test_mslr_rates_follow_the_validation_accuracies():
     assert mslr_ratio([0.0, 0.0, 0.3], keep_memory=2) == 1.0               # no division by zero
     model, _ = model_and_batch()
     optimizer = build_optimizer(model, OptimConfig())
-    mslr = build_balancer("mslr", init_scale={"audio": 0.7, "video": 1.3}, keep_memory=2)
+    mslr = BALANCERS.create("mslr", init_scale={"audio": 0.7, "video": 1.3}, keep_memory=2)
     mslr.setup(model, optimizer)
     history = [{"val": {"audio": {"accuracy": a}, "video": {"accuracy": v}}}
                for a, v in [(0.6, 0.2), (0.8, 0.2), (0.7, 0.4)]]
@@ -177,7 +190,7 @@ def test_mslr_rates_follow_the_validation_accuracies():
 # -- MMCosine --------------------------------------------------------------------------------
 def test_mmcosine_logits_are_scaled_cosines_summed_over_modalities():
     model, batch = model_and_batch()
-    cos = build_balancer("mmcosine", scaling=5.0)
+    cos = BALANCERS.create("mmcosine", scaling=5.0)
     cos.setup(model, build_optimizer(model, OptimConfig()))
     out = cos.forward(model, batch)
     expected = sum(5.0 * F.cosine_similarity(out["features"][m][:, None, :],
@@ -188,26 +201,62 @@ def test_mmcosine_logits_are_scaled_cosines_summed_over_modalities():
     torch.testing.assert_close(out["logits"]["audio"], model(batch)["logits"]["audio"])
 
 
+
+def test_mmcosine_needs_a_fusion_that_declares_itself_late_linear():
+    torch.manual_seed(0)
+    for fusion, late in (("concat", True), ("sum", True), ("mlp", False), ("gated", False)):
+        model = build_model(input_shapes=SHAPES, num_classes=4, fusion=fusion)
+        assert model.fusion.late_linear is late
+        cos = BALANCERS.create("mmcosine")
+        if late:
+            cos.setup(model, build_optimizer(model, OptimConfig()))
+        else:
+            with pytest.raises(ValueError, match="late linear fusion.*" + type(model.fusion).__name__):
+                cos.setup(model, build_optimizer(model, OptimConfig()))
+
+
 # -- MLB variants, fixed k, and the update form ------------------------------------------------
 def test_mlb_variants_read_the_intended_scores():
     model, batch = model_and_batch()
     out = model(batch)
-    fused = build_balancer("mlb_fused", alpha=1.0)
+    fused = BALANCERS.create("mlb", variant="fused", alpha=1.0)
     fused.setup(model, build_optimizer(model, OptimConfig()))
+    assert fused.scaled_roles == ("encoder", "fusion")                      # the heads are only probes
     split = model.fusion.unimodal_logits(out["features"])
     for m in model.modalities:
         want = torch.softmax(split[m], 1).gather(1, batch["label"][:, None]).mean()
         torch.testing.assert_close(fused.scores(model, out, batch["label"])[m], want.detach())
-    stop = build_balancer("mlb_stopgrad")
+        heads = torch.softmax(out["logits"][m], 1).gather(1, batch["label"][:, None]).mean()
+        assert not torch.allclose(fused.scores(model, out, batch["label"])[m], heads)
+
+
+def test_mlb_stopgrad_is_mlb_on_the_joint_objectives_probe_heads():
+    model, batch = model_and_batch()
+    stop = BALANCERS.create("mlb", variant="stopgrad", alpha=2.0)
+    objective = OBJECTIVES.create(stop.objective)
+    objective.configure(model)                      # only the objective sets detach_heads
     stop.setup(model, build_optimizer(model, OptimConfig()))
     assert model.detach_heads is True
+    out = stop.forward(model, batch)
+    losses = objective(out["logits"], batch["label"])
+    (losses["audio"] + losses["video"]).backward()  # the unimodal losses alone
+    assert all(p.grad is None for p in model.encoders.parameters())         # no unimodal gradient reaches them
+    assert all(model.heads[m].weight.grad.abs().sum() > 0 for m in model.modalities)
+    trace = stop.after_backward(model, out, batch["label"])
+    for m in model.modalities:                                              # scores from the (probe) heads
+        want = torch.softmax(out["logits"][m], 1).gather(1, batch["label"][:, None]).mean()
+        torch.testing.assert_close(trace[f"score/{m}"], want.detach())
+    OBJECTIVES.create("multi_loss").configure(model)                        # heads that train the encoders
+    with pytest.raises(ValueError, match="objective 'joint'"):
+        BALANCERS.create("mlb", variant="stopgrad").setup(model, build_optimizer(model, OptimConfig()))
+    assert model.detach_heads is False              # MLB itself never writes it
 
 
 def test_fixed_coefficients_scale_gradients_exactly():
     model, batch = model_and_batch()
     OBJECTIVES.create("multi_loss")(model(batch)["logits"], batch["label"])["total"].backward()
     plain = {id(p): p.grad.clone() for p in model.parameters()}
-    fixed = build_balancer("fixed", coefficients={"audio": 0.25})
+    fixed = BALANCERS.create("fixed", coefficients={"audio": 0.25})
     fixed.setup(model, build_optimizer(model, OptimConfig()))
     trace = fixed.after_backward(model, model(batch), batch["label"])
     assert trace["coeff/audio"].item() == 0.25 and trace["coeff/video"].item() == 1.0
@@ -222,7 +271,7 @@ def _one_step(balancer: str, optim: OptimConfig, acts_on: str, seed=0):
     objective = OBJECTIVES.create("multi_loss")
     objective.configure(model)
     optimizer = build_optimizer(model, optim)
-    bal = build_balancer(balancer, **({"alpha": 2.0} if balancer == "mlb" else {}), acts_on=acts_on)
+    bal = BALANCERS.create(balancer, **({"alpha": 2.0} if balancer == "mlb" else {}), acts_on=acts_on)
     bal.setup(model, optimizer)
     before = [p.detach().clone() for p in model.parameters()]
     out = bal.forward(model, batch)
@@ -268,7 +317,7 @@ RUN_OPTIM = {"mmcosine": {"lr": 0.01, "epochs": 4}}
 @pytest.mark.parametrize("name", BALANCERS.names())
 def test_short_run_of_every_balancer_beats_chance_and_leaves_a_trace(name):
     optim = RUN_OPTIM.get(name, {})
-    record, _, _ = run(fast_config(name, RUN_OPTIONS.get(name), **optim))
+    record = run(fast_config(name, RUN_OPTIONS.get(name), **optim)).record
     assert record["test"]["mm"]["accuracy"] > CHANCE + 0.05
     trace = record["trace"]
     steps = len(trace["step"])

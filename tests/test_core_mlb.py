@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from mmbal.balancers import build_balancer, mlb_coefficients
+from mmbal.balancers import BALANCERS, mlb_coefficients
 from mmbal.models import build_model
 from mmbal.objectives import OBJECTIVES
 from mmbal.train import build_optimizer
@@ -44,7 +44,7 @@ def test_mlb_three_modalities_use_the_mean_of_the_others():
 @pytest.mark.parametrize("bad", [{"alpha": -1.0}, {"alpha": 1.0, "beta_max": 0.0}])
 def test_mlb_rejects_bad_hyperparameters(bad):
     with pytest.raises(ValueError, match="alpha|beta_max"):
-        build_balancer("mlb", **bad)
+        BALANCERS.create("mlb", **bad)
 
 
 def _model_and_batch(seed=0):
@@ -63,7 +63,7 @@ def test_mlb_hook_scales_each_modalitys_gradient_by_its_coefficient():
     objective(out["logits"], batch["label"])["total"].backward()
     plain = {n: p.grad.clone() for n, p in model.named_parameters()}
 
-    balancer = build_balancer("mlb", alpha=2.0)
+    balancer = BALANCERS.create("mlb", alpha=2.0)
     balancer.setup(model, build_optimizer(model, OptimConfig()))
     trace = balancer.after_backward(model, out, batch["label"])
     for m in model.modalities:
@@ -81,7 +81,7 @@ def test_mlb_hook_scales_each_modalitys_gradient_by_its_coefficient():
 def test_update_form_scales_the_modalitys_learning_rate_instead():
     model, batch = _model_and_batch()
     optimizer = build_optimizer(model, OptimConfig())
-    balancer = build_balancer("mlb", alpha=2.0, acts_on="update")
+    balancer = BALANCERS.create("mlb", alpha=2.0, acts_on="update")
     balancer.setup(model, optimizer)
     objective = OBJECTIVES.create("multi_loss")
     out = model(batch)

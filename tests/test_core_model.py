@@ -6,6 +6,7 @@ from sklearn.metrics import f1_score
 from mmbal.metrics import expected_calibration_error, macro_f1
 from mmbal.models import build_model
 from mmbal.objectives import OBJECTIVES
+from mmbal.registry import Registry, UnknownNameError
 
 SHAPES = {"audio": (1, 16, 8), "video": (1, 2, 8, 8)}
 
@@ -58,3 +59,46 @@ def test_ece_hand_computed():
     labels = torch.tensor([0, 1, 1])
     ece = expected_calibration_error(probs.log(), labels)
     assert ece == pytest.approx(2 / 3 * abs(0.5 - 0.9) + 1 / 3 * abs(1.0 - 0.6), abs=1e-6)
+
+
+def test_registry_creates_classes_and_factories_and_validates_their_options():
+    things = Registry("thing")
+
+    @things.register("base")
+    class Base:
+        """A base thing.
+
+        More text."""
+
+        def __init__(self, *, size: int = 2):
+            self.size = size
+
+    @things.register("child")
+    class Child(Base):
+        """A child that passes **base on."""
+
+        def __init__(self, colour: str, *, shade: float = 0.5, **base):
+            super().__init__(**base)
+            self.colour, self.shade = colour, shade
+
+    @things.register("made")
+    def made(n: int = 3, **anything):
+        """A factory."""
+        return ("made", n, anything)
+
+    child = things.create("child", colour="red", size=7)
+    assert (child.colour, child.shade, child.size) == ("red", 0.5, 7)
+    assert things.defaults("child") == {"shade": 0.5, "size": 2}
+    assert things.create("made", n=1, extra=True) == ("made", 1, {"extra": True})   # open-ended factory
+    assert things.describe() == {"base": "A base thing.", "child": "A child that passes **base on.",
+                                 "made": "A factory."}
+    assert things.names() == ["base", "child", "made"] and "made" in things and "other" not in things
+    with pytest.raises(ValueError, match=r"thing 'child': unknown options \['weight'\]; valid options: colour, "
+                                         r"shade, size"):
+        things.create("child", colour="red", weight=1)
+    with pytest.raises(ValueError, match=r"thing 'child': missing options \['colour'\]"):
+        things.create("child")
+    with pytest.raises(UnknownNameError, match="unknown thing 'other'; valid thing names: base, child, made"):
+        things.create("other")
+    with pytest.raises(ValueError, match="registered twice"):
+        things.register("made")(made)

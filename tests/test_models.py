@@ -10,7 +10,7 @@ from torchvision.models import resnet18
 from mmbal.cli import main
 from mmbal.models import ENCODERS, build_model
 from mmbal.models.conformer import ConformerEncoder, SpectrogramFrames
-from mmbal.models.resnet import ResNet18Audio, ResNet18Frames
+from mmbal.models.resnet import ResNet18
 
 TINY_RESNET = {"layers": (1, 1, 1, 1)}
 TINY_CONFORMER = {"d_model": 32, "num_layers": 2, "num_heads": 4, "ffn_dim": 64, "kernel_size": 5,
@@ -19,7 +19,7 @@ TINY_CONFORMER = {"d_model": 32, "num_layers": 2, "num_heads": 4, "ffn_dim": 64,
 
 def test_resnet_audio_is_torchvision_resnet18_with_global_average_pool():
     torch.manual_seed(0)
-    enc = ResNet18Audio((1, 40, 40)).eval()
+    enc = ResNet18("audio", (1, 40, 40)).eval()
     ref = resnet18(weights=None)
     ref.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
     ref.fc = nn.Identity()
@@ -35,7 +35,7 @@ def test_resnet_audio_is_torchvision_resnet18_with_global_average_pool():
 
 def test_resnet_video_token_mean_is_3d_average_pool_over_frames():
     torch.manual_seed(0)
-    enc = ResNet18Frames((3, 3, 32, 64), **TINY_RESNET).eval()
+    enc = ResNet18("video", (3, 3, 32, 64), **TINY_RESNET).eval()
     x = torch.randn(2, 3, 3, 32, 64)
     tokens = enc(x)
     assert tokens.shape == (2, 3 * 1 * 2, 512)                 # T x H/32 x W/32 cells
@@ -54,12 +54,12 @@ def test_resnet_loads_local_imagenet_weights_into_a_one_channel_stem(tmp_path):
     ref = resnet18(weights=None)
     path = tmp_path / "resnet18.pt"
     torch.save(ref.state_dict(), path)
-    enc = ResNet18Audio((1, 32, 32), pretrained_weights=str(path))
+    enc = ResNet18("audio", (1, 32, 32), pretrained_weights=str(path))
     conv1, layer4 = enc.trunk[0], enc.trunk[7]
     torch.testing.assert_close(conv1.weight, ref.conv1.weight.mean(1, keepdim=True))
     torch.testing.assert_close(layer4[1].conv2.weight, ref.layer4[1].conv2.weight)
     with pytest.raises(FileNotFoundError, match="never downloads"):
-        ResNet18Audio((1, 32, 32), pretrained_weights=str(tmp_path / "missing.pt"))
+        ResNet18("audio", (1, 32, 32), pretrained_weights=str(tmp_path / "missing.pt"))
 
 
 def test_conformer_defaults_are_the_papers_configuration():
@@ -128,6 +128,9 @@ def test_wrong_input_shapes_name_the_expected_shape(family, options):
         video(torch.randn(2, 1, 16, 16))                        # a single image, no time axis
     with pytest.raises(ValueError, match=family):
         ENCODERS.create(family, modality="audio", input_shape=(16,), **options)
+    flow = ENCODERS.create(family, modality="flow", input_shape=(1, 16, 12), **options)
+    with pytest.raises(ValueError, match="for 'flow'"):           # the message names the modality encoded
+        flow(torch.randn(2, 2, 16, 12))
 
 
 def test_unknown_model_options_are_value_errors_naming_the_component():

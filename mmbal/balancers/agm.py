@@ -2,7 +2,7 @@
 
 phi_m: Shapley value of modality m for the fused logits plus an equal share of the empty
 coalition's output, so that sum_m phi_m = fused logits; for two modalities
-phi_a = 1/2 (f(a, v) - f(0, v) + f(a, 0)) (paper.md §6). Coalitions zero the *features* of the
+phi_a = 1/2 (f(a, v) - f(0, v) + f(a, 0)). Coalitions zero the *features* of the
 absent modalities and re-run only the fusion (AGM zeroes the raw input and re-runs the encoders).
 s_m = batch mean of -log softmax(phi_m)[y] (probability clamped at 1e-8);
 r_m = exp(mean_{j != m} s_j - s_m); r*_m = the same from running means of s_m over all steps;
@@ -15,7 +15,7 @@ from itertools import combinations
 
 import torch
 
-from mmbal.balancers.base import Balancer, mean_of_others
+from mmbal.balancers.base import BALANCERS, Balancer, mean_of_others, per_modality, require, trace_of
 
 SCORE_FLOOR = 1e-8
 MAX_EXPONENT = 10.0
@@ -88,19 +88,14 @@ def shapley_outputs(values: dict[frozenset, torch.Tensor], names) -> dict[str, t
 
 def agm_scores(phi: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
     """s_m = batch mean of -log softmax(phi_m)[y], the probability clamped at 1e-8 (detached)."""
-    out = {}
-    for m, logits in phi.items():
-        p = torch.softmax(logits.detach().float(), dim=1).gather(1, labels[:, None])   # (B, 1)
-        out[m] = -torch.log(p.clamp_min(SCORE_FLOOR)).mean()
-    return out
+    probs = {m: torch.softmax(v.detach().float(), dim=1).gather(1, labels[:, None]) for m, v in phi.items()}  # (B, 1)
+    return {m: -torch.log(p.clamp_min(SCORE_FLOOR)).mean() for m, p in probs.items()}
 
 
 def agm_ratios(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """r_m = exp(mean_{j != m} s_j - s_m); for two modalities r_a = exp(s_v - s_a)."""
-    names = list(scores)
-    s = torch.stack([torch.as_tensor(scores[m], dtype=torch.float32) for m in names])   # (M,)
-    gap = mean_of_others(s) - s                                                          # (M,)
-    return {m: torch.exp(gap[i]) for i, m in enumerate(names)}
+    s = torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in scores.values()])   # (M,)
+    return per_modality(scores, torch.exp(mean_of_others(s) - s))                         # (M,)
 
 
 def agm_coefficients(ratios: dict, targets: dict, alpha: float) -> dict[str, torch.Tensor]:
@@ -108,17 +103,17 @@ def agm_coefficients(ratios: dict, targets: dict, alpha: float) -> dict[str, tor
     return {m: torch.exp(alpha * torch.clamp(targets[m] - ratios[m], max=MAX_EXPONENT)) for m in ratios}
 
 
+@BALANCERS.register("agm")
 class AGM(Balancer):
-    """Re-composes the fused logits from Shapley outputs whose gradients are scaled by k_m."""
+    """AGM: k_m = exp(alpha (r*_m - r_m)) on the gradients of Shapley modality outputs."""
 
-    def __init__(self, *, alpha: float = 1.5, acts_on: str = "gradient"):
-        super().__init__(acts_on=acts_on)
-        if not (isinstance(alpha, (int, float)) and 0 <= alpha <= MAX_ALPHA):
-            raise ValueError(f"agm: alpha must be in [0, {MAX_ALPHA}] (k can reach exp(10 alpha), which "
-                             f"overflows float32 beyond that), got {alpha!r}")
-        if acts_on != "gradient":
-            raise ValueError("agm: acts_on must be 'gradient' (k scales the gradient of each "
-                             "modality's Shapley output, which has no optimizer group of its own)")
+    acts_on_choices = ("gradient",)   # a Shapley output has no optimizer group of its own
+
+    def __init__(self, *, alpha: float = 1.5, **base):
+        super().__init__(**base)
+        require(isinstance(alpha, (int, float)) and 0 <= alpha <= MAX_ALPHA,
+                f"agm: alpha must be in [0, {MAX_ALPHA}] (k can reach exp(10 alpha), which overflows "
+                f"float32 beyond that), got {alpha!r}")
         self.alpha = alpha
         self.steps = 0
         self.running: torch.Tensor | None = None   # running means of s_m, in model.modalities order
@@ -138,15 +133,12 @@ class AGM(Balancer):
         if self.running is None:
             self.running = torch.zeros_like(current)
         ratios = agm_ratios(scores)
-        targets = agm_ratios({m: self.running[i] for i, m in enumerate(names)})
+        targets = agm_ratios(per_modality(names, self.running))
         coeffs = agm_coefficients(ratios, targets, self.alpha)
         self.steps += 1                            # running mean over every step so far
         self.running = self.running + (current - self.running) / self.steps
         outputs["logits"]["mm"] = sum(scale_grad(phi[m], coeffs[m]) for m in names)  # (B, C)
-        self._trace = {}
-        for m in names:
-            self._trace.update({f"score/{m}": scores[m], f"ratio/{m}": ratios[m],
-                                f"target/{m}": targets[m], f"coeff/{m}": coeffs[m]})
+        self._trace = trace_of(names, score=scores, ratio=ratios, target=targets, coeff=coeffs)
         return outputs
 
     def after_backward(self, model, outputs, labels):

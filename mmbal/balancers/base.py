@@ -8,14 +8,17 @@ groups), so the intended change of pace also survives adaptive optimizers such a
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from mmbal.models.multimodal import ROLES
+from mmbal.registry import Registry
 
 ACTS_ON = ("gradient", "update")
+BALANCERS = Registry("balancer")
 
 
 @dataclass
@@ -30,13 +33,18 @@ class EpochContext:
 
 
 class Balancer:
-    """No balancing; the base class of all balancers (all hooks are no-ops)."""
+    """No balancing; the base class of all balancers (all hooks are no-ops).
+
+    Subclasses take their own options and pass ``**base`` (``acts_on``) on to this class.
+    """
 
     scaled_roles: tuple[str, ...] = ROLES  # which of a modality's parameter groups k scales
+    objective = "joint"                    # the objective the method is defined with in its paper
+    acts_on_choices = ACTS_ON
 
     def __init__(self, *, acts_on: str = "gradient"):
-        if acts_on not in ACTS_ON:
-            raise ValueError(f"acts_on must be one of {ACTS_ON}, got {acts_on!r}")
+        require(acts_on in self.acts_on_choices,
+                f"{type(self).__name__}: acts_on must be one of {self.acts_on_choices}, got {acts_on!r}")
         self.acts_on = acts_on
         self._grads_of: dict[str, list[torch.nn.Parameter]] = {}
         self._groups_of: dict[str, list[dict]] = {}
@@ -75,6 +83,39 @@ class Balancer:
             else:
                 for group in self._groups_of[m]:
                     group["lr_scale"] = float(k)
+
+
+@BALANCERS.register("none")
+class NoBalancer(Balancer):
+    """No balancing (plain training under the chosen objective); traces the heads' scores s_m."""
+
+    def after_backward(self, model, outputs, labels):
+        return {f"score/{m}": true_class_probability(outputs["logits"][m], labels) for m in model.modalities}
+
+
+def require(ok: bool, message: str) -> None:
+    """Raise ValueError(message) unless ``ok`` (the hyperparameter checks of every balancer)."""
+    if not ok:
+        raise ValueError(message)
+
+
+def finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def per_modality(names, values: torch.Tensor) -> dict[str, torch.Tensor]:
+    """(M,) tensor -> {modality: its scalar}."""
+    return {m: values[i] for i, m in enumerate(names)}
+
+
+def stacked_scores(scores: dict[str, torch.Tensor]) -> torch.Tensor:
+    """{modality: scalar score} -> (M,) float32 tensor, floored at 1e-8 (no division by zero)."""
+    return torch.stack([torch.as_tensor(s, dtype=torch.float32) for s in scores.values()]).clamp_min(1e-8)
+
+
+def trace_of(names, **series: dict) -> dict[str, torch.Tensor]:
+    """{"<quantity>/<modality>": value}, modality by modality (the per-step trace of a balancer)."""
+    return {f"{key}/{m}": values[m] for m in names for key, values in series.items()}
 
 
 def check_known_modalities(where: str, names, model) -> None:

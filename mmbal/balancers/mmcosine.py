@@ -6,13 +6,10 @@ the dominant modality cannot win by growing its feature or weight norms.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from mmbal.balancers.base import Balancer, true_class_probability
+from mmbal.balancers.base import BALANCERS, Balancer, finite, require, true_class_probability
 
 
 def cosine_logits(z: torch.Tensor, weight: torch.Tensor, scaling: float) -> torch.Tensor:
@@ -20,34 +17,23 @@ def cosine_logits(z: torch.Tensor, weight: torch.Tensor, scaling: float) -> torc
     return scaling * F.normalize(z, dim=1) @ F.normalize(weight, dim=1).T
 
 
-def _late_linear_fusions() -> tuple[type, ...]:
-    """Fusions whose logits are sum_m parts[m](z_m) (+ bias): the ones MMCosine can normalise."""
-    from mmbal.models import fusion
-
-    return tuple(getattr(fusion, name) for name in ("ConcatFusion", "SumFusion") if hasattr(fusion, name))
-
-
+@BALANCERS.register("mmcosine")
 class MMCosine(Balancer):
-    """Replaces the fused logits by scaled cosine logits (forward hook, training and evaluation).
+    """MMCosine: fused logits = s * sum_m cos(z_m, W_m) (normalised features and class weights).
 
-    It reuses the weights of the late linear fusion's per-modality blocks (``fusion.parts[m]``),
-    so it needs a fusion whose parts are ``nn.Linear`` layers (``concat``).
+    A forward hook, in training and evaluation. It reuses the class weights of a late linear
+    fusion's per-modality blocks (``fusion.parts[m]``), so it needs ``fusion.late_linear``.
     """
 
-    def __init__(self, *, scaling: float = 10.0, acts_on: str = "gradient"):
-        super().__init__(acts_on=acts_on)
-        if not (isinstance(scaling, (int, float)) and math.isfinite(scaling) and scaling > 0):
-            raise ValueError(f"mmcosine: scaling must be a finite number > 0, got {scaling!r}")
+    def __init__(self, *, scaling: float = 10.0, **base):
+        super().__init__(**base)
+        require(finite(scaling) and scaling > 0, f"mmcosine: scaling must be a finite number > 0, got {scaling!r}")
         self.scaling = float(scaling)
         self._per_modality: dict[str, torch.Tensor] = {}
 
     def setup(self, model, optimizer) -> None:
-        parts = model.fusion.parts
-        late = isinstance(model.fusion, _late_linear_fusions())
-        if not late or any(m not in parts or not isinstance(parts[m], nn.Linear)
-                           or parts[m].out_features != model.num_classes for m in model.modalities):
-            raise ValueError(f"mmcosine needs a late linear fusion (concat or sum) whose per-modality "
-                             f"parts map features to class logits; got {type(model.fusion).__name__}")
+        require(model.fusion.late_linear, "mmcosine needs a late linear fusion (concat or sum) whose per-modality "
+                f"parts map features to class logits; got {type(model.fusion).__name__}")
         super().setup(model, optimizer)
 
     def forward(self, model, inputs):

@@ -3,17 +3,14 @@
 At the start of epoch t, with modality m's validation accuracies a_0 .. a_{t-1}:
 ratio_m = a_{t-1} / mean(a_{t-1-K} .. a_{t-2}) once K + 1 accuracies exist (else 1), and the
 learning-rate multiplier of modality m is lr_m = init_m * ratio_m (K = ``keep_memory``,
-init_m = ``init_scale[m]``; the MLB code base's form, paper.md §6). The accuracy is that of
+init_m = ``init_scale[m]``; the MLB code base's form). The accuracy is that of
 modality m's unimodal head, as recorded by the trainer every epoch.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
-from mmbal.balancers.base import Balancer, EpochContext, check_known_modalities
-
+from mmbal.balancers.base import BALANCERS, Balancer, EpochContext, check_known_modalities, finite, require
 
 MIN_PAST_ACCURACY = 1e-6   # below this the past mean carries no signal (an accuracy is k/N >= 1/N)
 
@@ -36,21 +33,22 @@ def mslr_rates(val_accuracies: dict[str, list[float]], *, keep_memory: int,
     return ratios, {m: init_scale.get(m, 1.0) * r for m, r in ratios.items()}
 
 
+@BALANCERS.register("mslr")
 class MSLR(Balancer):
-    """Sets each modality's learning-rate multiplier once per epoch (encoder and fusion part)."""
+    """MSLR: per-modality learning rates init_m * (val acc / its recent mean), set per epoch.
+
+    Acts on the update (encoder and fusion part) by default, as a learning rate does."""
 
     scaled_roles = ("encoder", "fusion")   # the unimodal probe heads keep the global rate
 
     def __init__(self, *, init_scale: dict[str, float] | None = None, keep_memory: int = 5,
                  acts_on: str = "update"):
         super().__init__(acts_on=acts_on)
-        if not isinstance(keep_memory, int) or keep_memory < 1:
-            raise ValueError(f"mslr: keep_memory must be an integer >= 1, got {keep_memory!r}")
+        require(isinstance(keep_memory, int) and keep_memory >= 1,
+                f"mslr: keep_memory must be an integer >= 1, got {keep_memory!r}")
         init_scale = dict(init_scale or {})
-        bad = {m: v for m, v in init_scale.items()
-               if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0)}
-        if bad:
-            raise ValueError(f"mslr: init_scale values must be finite numbers > 0, got {bad}")
+        bad = {m: v for m, v in init_scale.items() if not (finite(v) and v > 0)}
+        require(not bad, f"mslr: init_scale values must be finite numbers > 0, got {bad}")
         self.init_scale, self.keep_memory = init_scale, keep_memory
         self._k: dict[str, float] = {}
         self._k_trace: dict[str, torch.Tensor] = {}

@@ -9,28 +9,29 @@ from __future__ import annotations
 
 import torch
 
-from mmbal.balancers.base import Balancer, mean_of_others
+from mmbal.balancers.base import (BALANCERS, Balancer, finite, mean_of_others, per_modality, require, stacked_scores,
+                                  trace_of)
 
 
 def ogm_coefficients(scores: dict[str, torch.Tensor], alpha: float) -> tuple[dict, dict]:
     """(rho_m, k_m) per modality; only a dominant modality (rho_m > 1) gets k_m < 1."""
-    names = list(scores)
-    s = torch.stack([torch.as_tensor(scores[m], dtype=torch.float32) for m in names]).clamp_min(1e-8)  # (M,)
+    s = stacked_scores(scores)                                     # (M,)
     rho = s / mean_of_others(s)                                    # (M,)
     k = torch.where(rho > 1.0, 1.0 - torch.tanh(alpha * torch.relu(rho)), torch.ones_like(rho))
-    return ({m: rho[i] for i, m in enumerate(names)}, {m: k[i] for i, m in enumerate(names)})
+    return per_modality(scores, rho), per_modality(scores, k)
 
 
+@BALANCERS.register("ogm")
 class OGM(Balancer):
-    """Decelerates the dominant modality's encoder; ``noise=True`` gives OGM-GE."""
+    """OGM: slow the dominant modality's encoder by 1 - tanh(alpha * rho) (fused-head scores)."""
 
     scaled_roles = ("encoder",)
+    noise = False
 
-    def __init__(self, *, alpha: float = 0.8, noise: bool = False, acts_on: str = "gradient"):
-        super().__init__(acts_on=acts_on)
-        if not alpha >= 0:
-            raise ValueError(f"ogm: alpha must be >= 0, got {alpha}")
-        self.alpha, self.noise = alpha, noise
+    def __init__(self, *, alpha: float = 0.8, **base):
+        super().__init__(**base)
+        require(finite(alpha) and alpha >= 0, f"ogm: alpha must be a finite number >= 0, got {alpha!r}")
+        self.alpha = alpha
 
     def after_backward(self, model, outputs, labels):
         with torch.no_grad():
@@ -42,10 +43,7 @@ class OGM(Balancer):
             self._scale_with_noise(coeffs)
         else:
             self.apply_coefficients(coeffs)
-        trace = {}
-        for m in model.modalities:
-            trace[f"score/{m}"], trace[f"ratio/{m}"], trace[f"coeff/{m}"] = scores[m], rho[m], coeffs[m]
-        return trace
+        return trace_of(model.modalities, score=scores, ratio=rho, coeff=coeffs)
 
     def _scale_with_noise(self, coeffs) -> None:
         """OGM-GE: g <- k g + N(0, std(g)) on weight tensors (noise scale from the unscaled g)."""
@@ -57,3 +55,10 @@ class OGM(Balancer):
             for g, std in zip(grads, stds[m]):
                 if std is not None:
                     g.add_(torch.randn_like(g) * (std + 1e-8))
+
+
+@BALANCERS.register("ogm_ge")
+class OGMGE(OGM):
+    """OGM-GE: OGM plus Gaussian gradient noise with the gradient's own std (generalisation)."""
+
+    noise = True

@@ -4,8 +4,8 @@ At each epoch start, class prototypes c_{m,k} = mean of modality m's features z_
 samples of class k. Per step: prototype logits -||z_m - c_{m,k}||_2, prototype probability
 p_m = softmax(...)[y], s_m = sum_batch p_m, rho_m = s_m / mean_{j != m} s_j. The lagging
 modality (rho_m < 1) gets the prototypical cross-entropy (PCE) loss with weight alpha:
-L = CE(fused) + sum_m beta_m PCE_m, beta_m = alpha if rho_m < 1 else 0 (as in the MLB code base,
-paper.md §6). The PMR paper's prototype entropy regulariser on the leading modality during the
+L = CE(fused) + sum_m beta_m PCE_m, beta_m = alpha if rho_m < 1 else 0 (as in the MLB code base).
+The PMR paper's prototype entropy regulariser on the leading modality during the
 first epochs is available (``entropy_weight`` mu, ``entropy_epochs``) and off by default, as there.
 """
 from __future__ import annotations
@@ -15,7 +15,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from mmbal.balancers.base import Balancer, EpochContext, mean_of_others
+from mmbal.balancers.base import (BALANCERS, Balancer, EpochContext, finite, mean_of_others, per_modality, require,
+                                  stacked_scores)
 
 
 def class_prototypes(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
@@ -37,32 +38,26 @@ def prototype_logits(z: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
 
 def pmr_weights(scores: dict[str, torch.Tensor], alpha: float) -> tuple[dict, dict]:
     """(rho_m, beta_m): rho_m = s_m / mean of the others; beta_m = alpha for rho_m < 1, else 0."""
-    names = list(scores)
-    s = torch.stack([torch.as_tensor(scores[m], dtype=torch.float32) for m in names]).clamp_min(1e-8)  # (M,)
+    s = stacked_scores(scores)                                                    # (M,)
     rho = s / mean_of_others(s)                                                   # (M,)
     beta = torch.where(rho < 1.0, torch.full_like(rho, alpha), torch.zeros_like(rho))
-    return ({m: rho[i] for i, m in enumerate(names)}, {m: beta[i] for i, m in enumerate(names)})
+    return per_modality(scores, rho), per_modality(scores, beta)
 
 
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(f"pmr: {message}")
-
-
+@BALANCERS.register("pmr")
 class PMR(Balancer):
-    """Adds the lagging modality's prototypical cross-entropy to the objective (loss hook)."""
+    """PMR: prototypical cross-entropy (weight alpha) for the modality that lags on prototypes (loss hook)."""
 
-    def __init__(self, *, alpha: float = 1.0, refresh_fraction: float = 0.1,
-                 entropy_weight: float = 0.0, entropy_epochs: int = 0, acts_on: str = "gradient"):
-        super().__init__(acts_on=acts_on)
-        finite = lambda x: isinstance(x, (int, float)) and math.isfinite(x)  # noqa: E731
-        _check(finite(alpha) and alpha >= 0, f"alpha must be a finite number >= 0, got {alpha!r}")
-        _check(finite(refresh_fraction) and 0 < refresh_fraction <= 1,
-               f"refresh_fraction must be in (0, 1], got {refresh_fraction!r}")
-        _check(finite(entropy_weight) and entropy_weight >= 0,
-               f"entropy_weight must be >= 0, got {entropy_weight!r}")
-        _check(isinstance(entropy_epochs, int) and entropy_epochs >= 0,
-               f"entropy_epochs must be an integer >= 0, got {entropy_epochs!r}")
+    def __init__(self, *, alpha: float = 1.75, refresh_fraction: float = 0.1,
+                 entropy_weight: float = 0.0, entropy_epochs: int = 0, **base):
+        super().__init__(**base)
+        require(finite(alpha) and alpha >= 0, f"pmr: alpha must be a finite number >= 0, got {alpha!r}")
+        require(finite(refresh_fraction) and 0 < refresh_fraction <= 1,
+                f"pmr: refresh_fraction must be in (0, 1], got {refresh_fraction!r}")
+        require(finite(entropy_weight) and entropy_weight >= 0,
+                f"pmr: entropy_weight must be >= 0, got {entropy_weight!r}")
+        require(isinstance(entropy_epochs, int) and entropy_epochs >= 0,
+                f"pmr: entropy_epochs must be an integer >= 0, got {entropy_epochs!r}")
         self.alpha, self.refresh_fraction = alpha, refresh_fraction
         self.entropy_weight, self.entropy_epochs = entropy_weight, entropy_epochs
         self.prototypes: dict[str, torch.Tensor] = {}

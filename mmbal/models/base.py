@@ -3,7 +3,8 @@
 An encoder maps one modality's batch to a token sequence ``(B, L, D)``; the model pools it to a
 feature ``z_m`` of shape ``(B, D)`` (global average pooling, as ResNet does). A fusion maps the
 features (and, if it wants them, the tokens) of all modalities to fused logits ``(B, C)`` and
-exposes its per-modality parts so that balancers can reach them.
+exposes its per-modality parts so that balancers can reach them. Each family registers itself in
+``ENCODERS`` or ``FUSIONS`` where it is defined.
 """
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ from typing import Sequence
 
 import torch
 from torch import nn
+
+from mmbal.registry import Registry
+
+ENCODERS = Registry("encoder")
+FUSIONS = Registry("fusion")
 
 
 class Encoder(nn.Module):
@@ -41,30 +47,43 @@ class Encoder(nn.Module):
         return self.encode(x)  # (B, L, D)
 
 
+def grid_input_shape(family: str, modality: str, input_shape) -> tuple:
+    """The per-sample shape a 2D-CNN encoder accepts: (C, *, *) spectrogram or (C, *, *, *) clip."""
+    if len(input_shape) not in (3, 4):
+        raise ValueError(f"{family}: {modality!r} input must be (C, F, T) or (C, T, H, W), got {input_shape}")
+    return (input_shape[0],) + (None,) * (len(input_shape) - 1)
+
+
+def grid_tokens(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A 2D net on a spectrogram (B, C, F, T) or on every frame of a clip (B, C, T, H, W); its
+    output cells are the tokens (B, L, D) (their mean is the global / 3D average pool)."""
+    if x.dim() == 4:
+        return net(x).flatten(2).transpose(1, 2)                        # (B, D, F', T') -> (B, F'*T', D)
+    b, c, t, h, w = x.shape
+    y = net(x.transpose(1, 2).reshape(b * t, c, h, w))                  # (B*T, D, H', W')
+    return y.flatten(2).transpose(1, 2).reshape(b, -1, y.shape[1])      # (B, T*H'*W', D)
+
+
 class Fusion(nn.Module):
     """Base class of fusion heads.
 
     ``parts[m]`` holds the modules that act on modality m alone (they are scaled with modality m
     by gradient-modulation balancers); every other parameter is shared. ``uses_tokens`` asks the
-    model to pass token sequences as well as pooled features.
+    model to pass token sequences as well as pooled features. ``late_linear`` declares logits =
+    sum_m parts[m](z_m) (+ a bias) with ``parts[m]`` an ``nn.Linear(D_m, C)`` (MMCosine needs it).
     """
 
     uses_tokens = False
+    late_linear = False
     min_modalities = 2
     max_modalities: int | None = None
 
     def __init__(self, modalities: Sequence[str], dims: dict[str, int], num_classes: int):
         super().__init__()
-        n = len(modalities)
-        if n < self.min_modalities or (self.max_modalities is not None and n > self.max_modalities):
-            if self.max_modalities == self.min_modalities:
-                expected = f"exactly {self.min_modalities}"
-            elif self.max_modalities is None:
-                expected = f"{self.min_modalities} or more"
-            else:
-                expected = f"{self.min_modalities} to {self.max_modalities}"
-            raise ValueError(f"{type(self).__name__} fuses {expected} modalities, "
-                             f"got {n}: {list(modalities)}")
+        low, high, n = self.min_modalities, self.max_modalities, len(modalities)
+        if not low <= n <= (high or n):
+            expected = f"exactly {low}" if high == low else f"{low} or more" if high is None else f"{low} to {high}"
+            raise ValueError(f"{type(self).__name__} fuses {expected} modalities, got {n}: {list(modalities)}")
         self.modalities = tuple(modalities)
         self.dims = dict(dims)
         self.num_classes = num_classes
@@ -85,13 +104,10 @@ class Fusion(nn.Module):
         Default: the fused head applied with every other modality's input set to zero.
         Late linear fusions override this with the exact split of their linear layer.
         """
-        out = {}
-        for m in self.modalities:
-            feats = {k: v if k == m else torch.zeros_like(v) for k, v in features.items()}
-            toks = None if tokens is None else {
-                k: v if k == m else torch.zeros_like(v) for k, v in tokens.items()}
-            out[m] = self.fuse(feats, toks)
-        return out
+        def only(m, inputs):                # modality m's inputs, the others' set to zero
+            return None if inputs is None else {k: v if k == m else torch.zeros_like(v) for k, v in inputs.items()}
+
+        return {m: self.fuse(only(m, features), only(m, tokens)) for m in self.modalities}
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters of the fusion that belong to no single modality."""

@@ -6,7 +6,7 @@ frontend (B, ...) -> frame features (B, T, D_in) -> [Linear(D_in, 50, no bias) -
 
 Attention and the depthwise convolution run along time, with the batch first: torchaudio's
 Conformer takes (B, T, D) plus lengths. (The official MLB code passes (T, B, D) to a batch-first
-module, so it attends across the batch, paper.md §8 item 7; mmbal does not reproduce that.)
+module, so it attends across the batch; mmbal does not reproduce that.)
 In training mode the convolution module's BatchNorm (torchaudio's default) still pools batch
 statistics, as any BatchNorm does; ``use_group_norm=True`` makes every sample independent.
 
@@ -22,10 +22,10 @@ import torch
 from torch import nn
 from torchaudio.models import Conformer
 
-from mmbal.models.base import Encoder
+from mmbal.models.base import ENCODERS, Encoder
 from mmbal.models.small_cnn import _backbone
 
-INPUT_KINDS = ("auto", "spectrogram", "frames", "features")
+RANKS = {"features": 2, "spectrogram": 3, "frames": 4}   # input kind -> rank of its per-sample shape
 
 
 class SpectrogramFrames(nn.Module):
@@ -51,23 +51,21 @@ class FrameFeatures(nn.Module):
 
 
 def _resolve_kind(input_kind: str, input_shape: tuple) -> str:
-    if input_kind not in INPUT_KINDS:
-        raise ValueError(f"conformer: input_kind must be one of {INPUT_KINDS}, got {input_kind!r}")
-    if input_kind == "auto":
-        by_rank = {2: "features", 3: "spectrogram", 4: "frames"}
-        if len(input_shape) not in by_rank:
-            raise ValueError("conformer: per-sample input shape must be (T, D_in) features, "
-                             f"(C, F, T) spectrogram or (C, T, H, W) frames, got {input_shape}")
-        return by_rank[len(input_shape)]
-    rank = {"features": 2, "spectrogram": 3, "frames": 4}[input_kind]
-    if len(input_shape) != rank:
-        raise ValueError(f"conformer: input_kind {input_kind!r} needs a per-sample shape of rank {rank}, "
-                         f"got {input_shape}")
-    return input_kind
+    """The named input kind, or the one the rank of the per-sample shape implies ("auto")."""
+    kind = {r: k for k, r in RANKS.items()}.get(len(input_shape)) if input_kind == "auto" else input_kind
+    if RANKS.get(kind) != len(input_shape):
+        raise ValueError(f"conformer: input_kind {input_kind!r} (one of auto, {', '.join(RANKS)}) does not fit the "
+                         f"per-sample shape {input_shape}: (T, D_in) features, (C, F, T) spectrogram or "
+                         "(C, T, H, W) frames")
+    return kind
 
 
+@ENCODERS.register("conformer")
 class ConformerEncoder(Encoder):
-    """torchaudio Conformer over frame features; the defaults are the paper's configuration."""
+    """torchaudio Conformer (5 x 512, 8 heads) over spectrogram frames, per-frame CNN or precomputed features.
+
+    The defaults are the paper's configuration.
+    """
 
     def __init__(self, modality: str, input_shape, *, input_kind: str = "auto",
                  frontend: nn.Module | None = None, frontend_dim: int | None = None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mmbal.models.base import Fusion
+from mmbal.models.base import FUSIONS, Fusion
 
 
 def _pick_pair(fusion: str, modalities: tuple[str, ...], first: str | None, role: str) -> tuple[str, str]:
@@ -21,52 +21,53 @@ def _pick_pair(fusion: str, modalities: tuple[str, ...], first: str | None, role
     return first, next(m for m in modalities if m != first)
 
 
+@FUSIONS.register("concat")
 class ConcatFusion(Fusion):
-    """Late linear fusion: logits = W [z_1; ...; z_M] + b = sum_m W_m z_m + b.
+    """Late linear fusion over the concatenated features (the paper's "Late-Linear").
 
-    Stored as one bias-free linear map per modality (``parts[m]``) plus a shared bias, which is
-    the same function as one Linear over the concatenation, split so each modality's block
-    W_m can be reached (paper §3.4: MLB scales W_m with its modality, not the shared bias).
+    logits = W [z_1; ...; z_M] + b = sum_m W_m z_m + b, stored as one bias-free linear map per
+    modality (``parts[m]``) plus a shared bias: the same function as one Linear over the
+    concatenation, split so each modality's block W_m can be reached (paper §3.4: MLB scales W_m
+    with its modality, not the shared bias).
     """
 
-    max_modalities = None
+    late_linear = True
+    shared_bias = True
 
     def __init__(self, modalities, dims, num_classes):
         super().__init__(modalities, dims, num_classes)
         for m in self.modalities:
-            self.parts[m] = nn.Linear(dims[m], num_classes, bias=False)
-        self.bias = nn.Parameter(torch.zeros(num_classes))
+            self.parts[m] = nn.Linear(dims[m], num_classes, bias=not self.shared_bias)
+        if self.shared_bias:
+            self.bias = nn.Parameter(torch.zeros(num_classes))
 
     def fuse(self, features, tokens=None):
-        return sum(self.parts[m](features[m]) for m in self.modalities) + self.bias  # (B, C)
+        logits = sum(self.parts[m](features[m]) for m in self.modalities)           # (B, C)
+        return logits + self.bias if self.shared_bias else logits
 
     def unimodal_logits(self, features, tokens=None):
-        """OGM's split: W_m z_m + b / M for each modality."""
-        share = self.bias / len(self.modalities)
-        return {m: self.parts[m](features[m]) + share for m in self.modalities}
+        """Each modality's exact share (OGM's split): W_m z_m (+ b_m), plus b / M of a shared bias."""
+        split = {m: self.parts[m](features[m]) for m in self.modalities}           # (B, C) each
+        return {m: v + self.bias / len(split) for m, v in split.items()} if self.shared_bias else split
 
 
-class SumFusion(Fusion):
-    """Late sum of per-modality linear classifiers: logits = sum_m (W_m z_m + b_m).
+@FUSIONS.register("sum")
+class SumFusion(ConcatFusion):
+    """Late sum of per-modality linear classifiers (each with its own bias).
 
-    Each modality owns its whole classifier (bias included), so the unimodal split is exact.
+    logits = sum_m (W_m z_m + b_m): each modality owns its whole classifier, bias included.
     """
 
-    def __init__(self, modalities, dims, num_classes):
-        super().__init__(modalities, dims, num_classes)
-        for m in self.modalities:
-            self.parts[m] = nn.Linear(dims[m], num_classes)
-
-    def fuse(self, features, tokens=None):
-        return sum(self.parts[m](features[m]) for m in self.modalities)  # (B, C)
-
-    def unimodal_logits(self, features, tokens=None):
-        return {m: self.parts[m](features[m]) for m in self.modalities}  # (B, D_m) -> (B, C)
+    shared_bias = False
 
 
+@FUSIONS.register("mlp")
 class MLPFusion(Fusion):
-    """Mid fusion (paper §5 ``nonlinear``): h = sum_m W_m z_m + b, then
-    ReLU -> Dropout -> Linear(h, h) -> ReLU -> Dropout -> Linear(h, C) (hidden 64, dropout 0.1)."""
+    """Mid fusion: summed per-modality projections, then a ReLU/Dropout MLP (the paper's "Mid-MLP").
+
+    Paper §5 ``nonlinear``: h = sum_m W_m z_m + b, then ReLU -> Dropout -> Linear(h, h) -> ReLU
+    -> Dropout -> Linear(h, C) (hidden 64, dropout 0.1).
+    """
 
     def __init__(self, modalities, dims, num_classes, *, hidden: int = 64, dropout: float = 0.1):
         super().__init__(modalities, dims, num_classes)
@@ -81,8 +82,11 @@ class MLPFusion(Fusion):
         return self.mlp(h)                                                          # (B, C)
 
 
+@FUSIONS.register("film")
 class FiLMFusion(Fusion):
-    """FiLM (Perez et al. 2018; paper §5 ``film``): [gamma, beta] = G z_c + g;
+    """FiLM: audio features scale and shift the video features (exactly two modalities).
+
+    Perez et al. 2018; paper §5 ``film``: [gamma, beta] = G z_c + g;
     logits = W (gamma * z_t + beta) + b, where modality c (audio by default) conditions t.
 
     ``parts[c]`` is the generator G (it sees z_c alone); the classifier W is shared. With
@@ -113,9 +117,12 @@ class FiLMFusion(Fusion):
         return self.classifier(gamma * features[self.target] + beta)            # (B, D_t) -> (B, C)
 
 
+@FUSIONS.register("gated")
 class GatedFusion(Fusion):
-    """Gated fusion (Kiela et al. 2018; paper §5 ``gated``):
-    logits = W (sigmoid(A z_g) * (V z_v)) + b, where modality g (audio by default) gates v.
+    """Gated: sigmoid(audio projection) gates the video projection (exactly two modalities).
+
+    Kiela et al. 2018; paper §5 ``gated``: logits = W (sigmoid(A z_g) * (V z_v)) + b, where
+    modality g (audio by default) gates v.
 
     ``parts[g] = A`` and ``parts[v] = V`` each see one modality; W is shared.
     """
@@ -152,9 +159,12 @@ class TokenProjection(nn.Module):
         return self.proj(tokens) + self.embedding                # (B, L, D_m) -> (B, L, d)
 
 
+@FUSIONS.register("transformer")
 class TransformerFusion(Fusion):
-    """Token-level fusion (paper §5 ``tf``): [CLS; P_1 t_1 + e_1; ...; P_M t_M + e_M] through a
-    small pre-norm transformer encoder (2 layers); logits = W LayerNorm(h_CLS) + b.
+    """Token fusion: CLS + projected tokens of every modality through a small transformer encoder.
+
+    Paper §5 ``tf``: [CLS; P_1 t_1 + e_1; ...; P_M t_M + e_M] through a small pre-norm
+    transformer encoder (2 layers); logits = W LayerNorm(h_CLS) + b.
 
     ``parts[m]`` is modality m's projection P_m with its embedding e_m. The paper used a 2-layer
     Conformer here; a standard transformer encoder is used instead (no convolution over tokens

@@ -16,7 +16,7 @@ from torch import nn
 from torchvision.models import resnet18
 from torchvision.models.resnet import BasicBlock, ResNet
 
-from mmbal.models.base import Encoder
+from mmbal.models.base import ENCODERS, Encoder, grid_input_shape, grid_tokens
 
 NORMS = ("batch", "group")
 RESNET18_LAYERS = (2, 2, 2, 2)
@@ -67,39 +67,21 @@ def resnet18_trunk(in_channels: int, *, layers: Sequence[int] = RESNET18_LAYERS,
                          net.layer1, net.layer2, net.layer3, net.layer4)   # (N, C, H, W) -> (N, 512, H/32, W/32)
 
 
-class ResNet18Audio(Encoder):
-    """ResNet-18 on the spectrogram (B, C, F, T); tokens are the (F/32 x T/32) cells, 512-d each."""
+@ENCODERS.register("resnet18")
+class ResNet18(Encoder):
+    """ResNet-18 from scratch (torchvision): spectrogram (C, F, T) or frames (C, T, H, W) pooled over T, H, W.
 
-    out_dim = 512
-
-    def __init__(self, input_shape, *, modality: str = "audio", layers: Sequence[int] = RESNET18_LAYERS,
-                 norm: str = "batch", pretrained_weights: str | None = None):
-        super().__init__(modality, (input_shape[0], None, None))
-        self.trunk = resnet18_trunk(input_shape[0], layers=layers, norm=norm,
-                                    pretrained_weights=pretrained_weights)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.trunk(x)                                   # (B, 512, F', T')
-        return h.flatten(2).transpose(1, 2)                 # (B, F'*T', 512)
-
-
-class ResNet18Frames(Encoder):
-    """One 2D ResNet-18 on every frame of (B, C, T, H, W); tokens are all frames' cells.
-
-    The mean over the T*H'*W' tokens equals the official 3D adaptive average pool over (T, H, W).
+    Tokens are the final feature-map cells: (F/32 x T/32) of the spectrogram, or those of every
+    frame through one 2D trunk, whose mean equals the official 3D average pool over (T, H, W).
     """
 
     out_dim = 512
 
-    def __init__(self, input_shape, *, modality: str = "video", layers: Sequence[int] = RESNET18_LAYERS,
+    def __init__(self, modality: str, input_shape, *, layers: Sequence[int] = RESNET18_LAYERS,
                  norm: str = "batch", pretrained_weights: str | None = None):
-        super().__init__(modality, (input_shape[0], None, None, None))
+        super().__init__(modality, grid_input_shape("resnet18", modality, input_shape))
         self.trunk = resnet18_trunk(input_shape[0], layers=layers, norm=norm,
                                     pretrained_weights=pretrained_weights)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, t, h, w = x.shape
-        frames = x.transpose(1, 2).reshape(b * t, c, h, w)   # (B, C, T, H, W) -> (B*T, C, H, W)
-        y = self.trunk(frames)                               # (B*T, 512, H', W')
-        y = y.flatten(2).transpose(1, 2)                     # (B*T, H'*W', 512)
-        return y.reshape(b, -1, self.out_dim)                # (B, T*H'*W', 512)
+        return grid_tokens(self.trunk, x)                   # (B, L, 512)

@@ -1,14 +1,13 @@
 """Small CNN encoders sized for Digits-AV (spectrograms of ~64x30, frames of ~16x16).
 
-GroupNorm instead of BatchNorm: joint training on Digits-AV was unstable with BatchNorm
-(reference/data.md §6b).
+GroupNorm instead of BatchNorm: joint training on Digits-AV was unstable with BatchNorm.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from mmbal.models.base import Encoder
+from mmbal.models.base import ENCODERS, Encoder, grid_input_shape, grid_tokens
 
 
 def _conv_block(c_in: int, c_out: int, *, pool: bool) -> nn.Sequential:
@@ -25,30 +24,18 @@ def _backbone(in_channels: int, width: int, out_dim: int) -> nn.Sequential:
                          _conv_block(2 * width, out_dim, pool=False))
 
 
-class SmallAudioCNN(Encoder):
-    """Three conv blocks over a (1, F, T) spectrogram; tokens are the final (F', T') grid cells."""
+@ENCODERS.register("small_cnn")
+class SmallCNN(Encoder):
+    """Small GroupNorm CNNs sized for Digits-AV (audio spectrogram / per-frame video).
 
-    def __init__(self, input_shape, *, width: int = 16, out_dim: int = 64):
-        super().__init__("audio", (input_shape[0], None, None))
+    Three conv blocks over a (C, F, T) spectrogram, or the same 2D CNN on every frame of a
+    (C, T, H, W) clip; tokens are the final grid cells (of all frames).
+    """
+
+    def __init__(self, modality: str, input_shape, *, width: int = 16, out_dim: int = 64):
+        super().__init__(modality, grid_input_shape("small_cnn", modality, input_shape))
         self.out_dim = out_dim
         self.net = _backbone(input_shape[0], width, out_dim)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.net(x)                                  # (B, D, F', T')
-        return h.flatten(2).transpose(1, 2)              # (B, F'*T', D)
-
-
-class SmallFrameCNN(Encoder):
-    """The same 2D CNN on every frame of a (C, T, H, W) clip; tokens are all frames' grid cells."""
-
-    def __init__(self, input_shape, *, width: int = 16, out_dim: int = 64):
-        super().__init__("video", (input_shape[0], None, None, None))
-        self.out_dim = out_dim
-        self.net = _backbone(input_shape[0], width, out_dim)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, t, h, w = x.shape
-        frames = x.transpose(1, 2).reshape(b * t, c, h, w)    # (B*T, C, H, W)
-        y = self.net(frames)                                  # (B*T, D, H', W')
-        y = y.flatten(2).transpose(1, 2)                      # (B*T, H'*W', D)
-        return y.reshape(b, -1, self.out_dim)                 # (B, T*H'*W', D)
+        return grid_tokens(self.net, x)                  # (B, L, D)
