@@ -147,7 +147,7 @@ class Preset:
 
     def source_of(self, path: str) -> str:
         """The source of the value at ``path``: its longest prefix in ``sources``, else ``source``."""
-        keys = [k for k in self.sources if _under(path, k)]
+        keys = [k for k in self.sources if path == k or path.startswith(k + ".")]
         return self.sources[max(keys, key=len)] if keys else self.source
 
     def _entries(self) -> list[tuple[str, str, str, Any, str | None]]:
@@ -173,17 +173,11 @@ class Preset:
                       for m, options in per.items() for k, v in options.items()]
 
 
-def _under(path: str, prefix: str) -> bool:
-    return path == prefix or path.startswith(prefix + ".")
-
-
 def _fmt(value: Any) -> str:
-    """A value as table text: 0.001; audio 0.7, video 1.3; 109, 19, 337; none."""
+    """A value as table text: 0.001; audio 0.7, video 1.3; 109, 19, 337; None."""
     if isinstance(value, Mapping):
-        return ", ".join(f"{k} {_fmt(v)}" for k, v in value.items())
-    if isinstance(value, (tuple, list)):
-        return ", ".join(map(_fmt, value))
-    return "none" if value is None else str(value)
+        return ", ".join(f"{k} {v}" for k, v in value.items())
+    return ", ".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
 
 
 def resolved_options(balancer: str, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -216,7 +210,7 @@ def _preset(name: str, raw: Mapping[str, Any]) -> Preset:
             spec = preset.method(m, f)
             BALANCERS.create(spec.balancer, **resolved_options(spec.balancer, spec.options))
         paths = [path for *_, path in preset._entries() if path]
-        unknown = [k for k in preset.sources if not any(_under(p, k) for p in paths)]
+        unknown = [k for k in preset.sources if not any(p == k or p.startswith(k + ".") for p in paths)]
         if unknown or (preset.folds is not None and len(preset.folds) != len(preset.seeds)):
             raise ValueError(f"sources {unknown} name no value" if unknown else "folds and seeds differ in length")
     except (KeyError, TypeError, ValueError) as e:
