@@ -147,7 +147,7 @@ def cmd_report(spec: Spec, args) -> int:
     if rows:
         print(f"  left out ({len(rows):,}):")
         print_skipped(rows, show=args.show, where=str(cache.root / "skipped.csv"))
-    print(f"  use it: mmbal.data.build_dataset({spec.name!r}, seed=109, root={str(cache.root)!r})"
+    print(f"  use it: mmbal.data.DATASETS.create({spec.name!r}, seed=109, root={str(cache.root)!r})"
           f"  or  python -m mmbal train --dataset {spec.name} --data-root {cache.root}")
     return EXIT_OK
 

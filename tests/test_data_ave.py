@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from data_scripts import ave, fabricate
-from mmbal.data import build_dataset
+from mmbal.data import DATASETS
 from mmbal.data.cached import open_cache
 from mmbal.data.real import AVE_CLASSES
 
@@ -81,7 +81,7 @@ def test_missing_video_and_bad_lines_are_named(raw, tmp_path, capsys):
 
 
 def test_loader(cache):
-    splits = build_dataset("ave", seed=337, root=str(cache), image_size=16)
+    splits = DATASETS.create("ave", seed=337, root=str(cache), image_size=16)
     assert splits.sizes() == {"train": 5, "val": 2, "test": 2} and splits.num_classes == 28
     s = splits.train[0]
     assert s["audio"].shape == (1, 257, 1004) and s["video"].shape == (3, 4, 16, 16)

@@ -9,7 +9,7 @@ import torch
 
 from data_scripts import cremad, fabricate
 from mmbal.cli import main
-from mmbal.data import build_dataset
+from mmbal.data import DATASETS
 from mmbal.data.cached import CACHE_VERSION, open_cache
 from mmbal.data.real import CREMAD_CLASSES
 
@@ -32,7 +32,7 @@ def test_the_old_cache_opens_with_its_shapes_and_labels():
 def test_the_old_cache_gives_the_folds_of_mlbs_seeds():
     actor_folds = json.loads((FIXTURE / "splits.json").read_text())["actor_folds"]
     for seed, fold in ((109, "0"), (19, "1"), (337, "2")):
-        splits = build_dataset("cremad", seed=seed, root=str(FIXTURE), image_size=16)
+        splits = DATASETS.create("cremad", seed=seed, root=str(FIXTURE), image_size=16)
         assert splits.sizes() == {"train": 4, "val": 1, "test": 1} and splits.num_classes == 6
         assert splits.input_shapes() == {"audio": (1, 257, 188), "video": (3, 3, 16, 16)}
         for part in ("train", "val", "test"):       # actor 100k speaks emotion k - 1 only

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from data_scripts import cremad, fabricate
-from mmbal.data import build_dataset
+from mmbal.data import DATASETS
 from mmbal.data.cached import CacheError, open_cache
 from mmbal.data.real import CREMAD_CLASSES
 
@@ -114,7 +114,7 @@ def test_resume_after_an_interruption_processes_only_the_rest(cache, monkeypatch
         run("prepare", "--raw", cache.parent / "raw", "--cache", out, *OPTS)
     assert (out / ".work").is_dir() and not (out / "meta.json").exists() and not (out / "frames.npy").exists()
     with pytest.raises(CacheError, match="incomplete"):
-        build_dataset("cremad", seed=109, root=str(out))
+        DATASETS.create("cremad", seed=109, root=str(out))
     second = []
     monkeypatch.setattr(cremad.SPEC, "process", lambda clip, config: second.append(clip.clip) or real(clip, config))
     assert run("prepare", "--raw", cache.parent / "raw", "--cache", out, *OPTS) == 0
@@ -238,7 +238,7 @@ def test_mlb_fold_file_is_used_when_asked(cache, tmp_path):
 
 
 def test_loader_layout_transforms_and_seeded_augmentation(cache):
-    splits = build_dataset("cremad", seed=109, root=str(cache), image_size=16)
+    splits = DATASETS.create("cremad", seed=109, root=str(cache), image_size=16)
     assert splits.num_classes == 6 and sum(splits.sizes().values()) == 36
     assert splits.input_shapes() == {"audio": (1, 257, 188), "video": (3, 3, 16, 16)}
     ev = splits.test[0]
@@ -256,10 +256,10 @@ def test_loader_layout_transforms_and_seeded_augmentation(cache):
     torch.testing.assert_close(tr.labels(), torch.stack([tr[i]["label"] for i in range(len(tr))]))
     batch = next(iter(torch.utils.data.DataLoader(tr, batch_size=4)))
     assert batch["audio"].shape == (4, 1, 257, 188) and batch["video"].shape == (4, 3, 3, 16, 16)
-    other = build_dataset("cremad", seed=19, root=str(cache), image_size=16)      # seed 19 -> fold 1
+    other = DATASETS.create("cremad", seed=19, root=str(cache), image_size=16)      # seed 19 -> fold 1
     assert {tuple(other.test.rows)} != {tuple(splits.test.rows)}
     with pytest.raises(ValueError, match="available folds: 0, 1, 2, 3, 4"):
-        build_dataset("cremad", seed=0, root=str(cache), fold=7)
+        DATASETS.create("cremad", seed=0, root=str(cache), fold=7)
 
 
 def test_the_cli_trains_on_the_cache(cache, tmp_path):

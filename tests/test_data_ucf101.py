@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from data_scripts import fabricate, ucf101
-from mmbal.data import build_dataset
+from mmbal.data import DATASETS
 from mmbal.data.cached import open_cache
 from mmbal.data.real import UCF101_SPLIT_OF_SEED
 
@@ -84,12 +84,12 @@ def test_wrong_layout_is_named(raw, tmp_path, capsys):
 
 
 def test_loader_and_the_mlb_bgr_option(cache):
-    splits = build_dataset("ucf101", seed=109, root=str(cache), image_size=16)
+    splits = DATASETS.create("ucf101", seed=109, root=str(cache), image_size=16)
     assert splits.sizes() == {"train": 2, "val": 2, "test": 2} and splits.num_classes == 2
     rgb = splits.test[0]["video"]
     assert rgb.shape == (3, 4, 16, 16)
-    quirk = build_dataset("ucf101", seed=109, root=str(cache), image_size=16, mlb_bgr_quirk=True).test[0]["video"]
+    quirk = DATASETS.create("ucf101", seed=109, root=str(cache), image_size=16, mlb_bgr_quirk=True).test[0]["video"]
     assert quirk.max() > 50 > rgb.max()                                     # 0-255 values, as MLB's loader
     with pytest.raises(ValueError, match="available folds: 1"):
-        build_dataset("ucf101", seed=19, root=str(cache))                   # seed 19 -> split 2, not prepared
+        DATASETS.create("ucf101", seed=19, root=str(cache))                   # seed 19 -> split 2, not prepared
     assert UCF101_SPLIT_OF_SEED == {109: "1", 19: "2", 337: "3"} and ucf101.SPLIT_SEEDS == {"1": 109, "2": 19, "3": 337}

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmbal.data import DATASETS, build_dataset
+from mmbal.data import DATASETS
 from mmbal.data import digits_av
 
 BANK = digits_av.DEFAULT_BANK
@@ -13,7 +13,7 @@ BANK = digits_av.DEFAULT_BANK
 
 @pytest.fixture(scope="module")
 def splits():
-    return build_dataset("digits_av", seed=0)
+    return DATASETS.create("digits_av", seed=0)
 
 
 def test_registered():
@@ -79,8 +79,8 @@ def test_pairs_share_the_label(splits):
 
 
 def test_same_seed_same_tensors_and_epoch_redraws_train_only():
-    a = build_dataset("digits_av", seed=3, max_train=300)
-    b = build_dataset("digits_av", seed=3, max_train=300)
+    a = DATASETS.create("digits_av", seed=3, max_train=300)
+    b = DATASETS.create("digits_av", seed=3, max_train=300)
     for m in ("audio", "video"):
         torch.testing.assert_close(a.train.inputs[m], b.train.inputs[m], rtol=0, atol=0)
         torch.testing.assert_close(a.test.inputs[m], b.test.inputs[m], rtol=0, atol=0)
@@ -95,13 +95,13 @@ def test_same_seed_same_tensors_and_epoch_redraws_train_only():
     a.train.set_epoch(0)                                  # epochs are reproducible
     np.testing.assert_array_equal(a.train.clip_index, clips0)
     assert torch.equal(a.train.inputs["video"], video0)
-    c = build_dataset("digits_av", seed=4, max_train=50)
+    c = DATASETS.create("digits_av", seed=4, max_train=50)
     assert not np.array_equal(c.val.image_index, a.val.image_index)  # another seed, another split
 
 
 @pytest.mark.parametrize("frac", [0.0, 0.3, 0.6])
 def test_uninformative_fraction(frac):
-    s = build_dataset("digits_av", seed=1, audio_uninformative_frac=frac, max_train=300)
+    s = DATASETS.create("digits_av", seed=1, audio_uninformative_frac=frac, max_train=300)
     for split in (s.train, s.val, s.test):
         assert abs(split.uninformative.mean() - frac) <= 0.05
     fixed = s.train.uninformative.copy()
@@ -116,7 +116,7 @@ def test_uninformative_fraction(frac):
 
 
 def test_options_change_the_data():
-    s = build_dataset("digits_av", seed=0, max_train=100, frames=5, image_size=24, audio_snr_db=0.0,
+    s = DATASETS.create("digits_av", seed=0, max_train=100, frames=5, image_size=24, audio_snr_db=0.0,
                       image_noise=0.0, audio_uninformative_frac=0.0)
     assert s.sizes()["train"] == 100
     assert s.input_shapes()["video"] == (1, 5, 24, 24)
@@ -129,8 +129,8 @@ def test_options_change_the_data():
 
 
 def test_speed_jitter_changes_train_audio_only():
-    plain = build_dataset("digits_av", seed=2, max_train=100)
-    fast = build_dataset("digits_av", seed=2, max_train=100, audio_speed_jitter=0.1)
+    plain = DATASETS.create("digits_av", seed=2, max_train=100)
+    fast = DATASETS.create("digits_av", seed=2, max_train=100, audio_speed_jitter=0.1)
 
     def raw(split):                                       # undo the (train-statistics) standardisation
         mean, std = split.audio_stats
@@ -158,35 +158,35 @@ def test_change_speed():
 ])
 def test_bad_knob_raises(knob, value):
     with pytest.raises(ValueError, match=knob):
-        build_dataset("digits_av", seed=0, **{knob: value})
+        DATASETS.create("digits_av", seed=0, **{knob: value})
 
 
 def test_overlapping_voices_raise():
     with pytest.raises(ValueError, match="disjoint"):
-        build_dataset("digits_av", seed=0, val_voices=("m5",), test_voices=("m5", "f4"))
+        DATASETS.create("digits_av", seed=0, val_voices=("m5",), test_voices=("m5", "f4"))
 
 
 def test_missing_or_broken_bank(tmp_path):
     with pytest.raises(FileNotFoundError, match="python -m data_scripts.make_spoken_digits") as err:
-        build_dataset("digits_av", seed=0, root=str(tmp_path))
+        DATASETS.create("digits_av", seed=0, root=str(tmp_path))
     assert str(tmp_path / "spoken_digits.npz") in str(err.value)
     broken = tmp_path / "broken.npz"
     broken.write_bytes(b"not a zip file")
     with pytest.raises(FileNotFoundError, match="make_spoken_digits"):
-        build_dataset("digits_av", seed=0, root=str(broken))
+        DATASETS.create("digits_av", seed=0, root=str(broken))
 
 
 def test_root_override_reads_a_copy(tmp_path):
     (tmp_path / "spoken_digits.npz").write_bytes(BANK.read_bytes())
-    s = build_dataset("digits_av", seed=0, root=str(tmp_path), max_train=50)
+    s = DATASETS.create("digits_av", seed=0, root=str(tmp_path), max_train=50)
     assert s.sizes()["train"] == 50
 
 
 def test_loader_workers_see_the_epochs_new_pairing():
     """set_epoch in the main process must reach DataLoader workers (no persistent copies)."""
-    from mmbal.data import build_dataset, make_loader
+    from mmbal.data import DATASETS, make_loader
 
-    train = build_dataset("digits_av", seed=0, max_train=64).train
+    train = DATASETS.create("digits_av", seed=0, max_train=64).train
     loader = make_loader(train, batch_size=64, shuffle=False, seed=0, num_workers=1)
     audio = []
     for epoch in (0, 1):

@@ -74,14 +74,3 @@ def make_loader(dataset: MultimodalDataset, *, batch_size: int, shuffle: bool, s
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
                       num_workers=num_workers, pin_memory=pin_memory, drop_last=False,
                       persistent_workers=False)
-
-
-def build_dataset(name: str, *, seed: int, root: str | None = None, **options) -> DatasetSplits:
-    """Create the splits of a registered dataset; unknown names and options fail with a clear message."""
-    factory = DATASETS.get(name)
-    try:
-        return factory(seed=seed, root=root, **options)
-    except TypeError as err:
-        if "unexpected keyword argument" in str(err):
-            raise ValueError(f"dataset {name!r}: {err}") from None
-        raise
