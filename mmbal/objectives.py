@@ -1,7 +1,5 @@
 """Training objectives: joint (fused CE only), the multi-loss objective of MLB, and single-head CE.
-
-multi_loss: L = CE(f_c(z_1..z_M), y) + sum_m lambda_m CE(g_m(z_m), y)   (paper §3.2, lambda_m = 1).
-"""
+multi_loss: L = CE(f_c(z_1..z_M), y) + sum_m lambda_m CE(g_m(z_m), y)   (paper §3.2, lambda_m = 1)."""
 from __future__ import annotations
 
 import torch
@@ -38,10 +36,7 @@ class Objective:
 @OBJECTIVES.register("joint")
 class JointObjective(Objective):
     """Single-loss joint training: CE of the fused prediction (heads are detached probes).
-
-    The probes' loss is added to the total but, features being detached, it trains the probes
-    only and leaves encoders and fusion exactly as under single-loss joint training.
-    """
+    The probes' loss is in the total but, features being detached, trains the probes only."""
 
     heads_train_encoders = False
 

@@ -14,8 +14,7 @@ class UnknownNameError(ValueError):
 def signature_options(factory: Callable[..., Any]) -> tuple[dict[str, inspect.Parameter], bool]:
     """(name -> parameter, accepts any keyword) of a factory or a class's __init__; a class whose
     __init__ passes ``**kwargs`` to its base also takes the base's options (acts_on of balancers)."""
-    chain = [k.__init__ for k in factory.__mro__ if "__init__" in vars(k)] if inspect.isclass(factory) \
-        else [factory]
+    chain = [k.__init__ for k in factory.__mro__ if "__init__" in vars(k)] if inspect.isclass(factory) else [factory]
     options: dict[str, inspect.Parameter] = {}
     for init in chain:
         params = list(inspect.signature(init).parameters.values())[inspect.isclass(factory):]  # no self

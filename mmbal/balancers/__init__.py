@@ -1,10 +1,6 @@
-"""Balancers: every balancing method, registered in ``BALANCERS`` by the module that defines it.
-
-``BALANCERS.create(name, **options)`` builds one; its ``objective`` attribute names the objective
-the method is defined with (multi_loss for MLB and its fixed-k control, joint for the rest).
-Defaults follow the paper's CREMA-D ResNet settings where its §4.7 states them;
-pass the per-dataset values of the run.sh table explicitly.
-"""
+"""Balancers, each registered in ``BALANCERS`` by the module that defines it; the ``objective`` of
+``BALANCERS.create(name, **options)`` names the objective it is defined with (multi_loss for MLB and
+its fixed-k control, joint for the rest). Defaults: the paper's CREMA-D ResNet settings (§4.7)."""
 from mmbal.balancers.agm import AGM
 from mmbal.balancers.base import ACTS_ON, BALANCERS, Balancer, EpochContext, NoBalancer, true_class_probability
 from mmbal.balancers.mlb import MLB, VARIANTS, FixedCoefficients, mlb_coefficients, mlb_ratios

@@ -1,13 +1,6 @@
-"""AGM (Li et al., ICCV 2023): adaptive gradient modulation of Shapley-style modality outputs.
-
-phi_m: Shapley value of modality m for the fused logits plus an equal share of the empty
-coalition's output, so that sum_m phi_m = fused logits; for two modalities
-phi_a = 1/2 (f(a, v) - f(0, v) + f(a, 0)). Coalitions zero the *features* of the
-absent modalities and re-run only the fusion (AGM zeroes the raw input and re-runs the encoders).
-s_m = batch mean of -log softmax(phi_m)[y] (probability clamped at 1e-8);
-r_m = exp(mean_{j != m} s_j - s_m); r*_m = the same from running means of s_m over all steps;
-k_m = exp(alpha * min(r*_m - r_m, 10)) multiplies the gradient that flows into phi_m.
-"""
+"""AGM (Li et al., ICCV 2023): k_m = exp(alpha min(r*_m - r_m, 10)) scales the gradient into phi_m,
+modality m's Shapley output (sum_m phi_m = fused logits). Coalitions zero the absent modalities'
+*features* and re-run only the fusion (AGM zeroes the raw inputs and re-runs the encoders)."""
 from __future__ import annotations
 
 import math
@@ -15,15 +8,15 @@ from itertools import combinations
 
 import torch
 
-from mmbal.balancers.base import BALANCERS, Balancer, mean_of_others, per_modality, require, trace_of
+from mmbal.balancers.base import BALANCERS, Balancer, mean_of_others, require, trace_of
 
 SCORE_FLOOR = 1e-8
 MAX_EXPONENT = 10.0
 MAX_ALPHA = 8.0
 
 
-class _ScaleGrad(torch.autograd.Function):
-    """Identity forward; multiplies the incoming gradient by k on the way back."""
+class ScaleGrad(torch.autograd.Function):
+    """``ScaleGrad.apply(x, k)``: x in the forward pass, k * dL/dx in the backward pass (k a detached tensor)."""
 
     @staticmethod
     def forward(ctx, x, k):
@@ -36,26 +29,16 @@ class _ScaleGrad(torch.autograd.Function):
         return grad * k.to(grad.dtype), None
 
 
-def scale_grad(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """x in the forward pass, k * dL/dx in the backward pass."""
-    return _ScaleGrad.apply(x, torch.as_tensor(k, device=x.device).detach())
-
-
-def coalitions(names) -> list[frozenset]:
-    """Every subset of the modalities, smallest first."""
-    return [frozenset(c) for size in range(len(names) + 1) for c in combinations(names, size)]
-
-
 def coalition_logits(fusion, features: dict, tokens: dict | None, *, full: torch.Tensor | None = None
                      ) -> dict[frozenset, torch.Tensor]:
     """Fused logits with the features (and tokens) of absent modalities set to zero, one batched call."""
     names = tuple(fusion.modalities)
-    wanted = [c for c in coalitions(names) if full is None or len(c) < len(names)]
+    sizes = range(len(names) + (full is None))          # every subset, smallest first (the full one if not given)
+    wanted = [frozenset(c) for size in sizes for c in combinations(names, size)]
     b = next(iter(features.values())).shape[0]
 
     def stacked(source):                    # (B, ...) per modality -> (K*B, ...) with zeros
-        return {m: torch.cat([x if m in c else torch.zeros_like(x) for c in wanted])
-                for m, x in source.items()}
+        return {m: torch.cat([x if m in c else torch.zeros_like(x) for c in wanted]) for m, x in source.items()}
 
     was_training = fusion.training
     fusion.eval()                           # AGM runs its coalition passes in eval mode
@@ -95,7 +78,7 @@ def agm_scores(phi: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, 
 def agm_ratios(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """r_m = exp(mean_{j != m} s_j - s_m); for two modalities r_a = exp(s_v - s_a)."""
     s = torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in scores.values()])   # (M,)
-    return per_modality(scores, torch.exp(mean_of_others(s) - s))                         # (M,)
+    return dict(zip(scores, torch.exp(mean_of_others(s) - s)))                        # (M,)
 
 
 def agm_coefficients(ratios: dict, targets: dict, alpha: float) -> dict[str, torch.Tensor]:
@@ -133,11 +116,11 @@ class AGM(Balancer):
         if self.running is None:
             self.running = torch.zeros_like(current)
         ratios = agm_ratios(scores)
-        targets = agm_ratios(per_modality(names, self.running))
+        targets = agm_ratios(dict(zip(names, self.running)))
         coeffs = agm_coefficients(ratios, targets, self.alpha)
         self.steps += 1                            # running mean over every step so far
         self.running = self.running + (current - self.running) / self.steps
-        outputs["logits"]["mm"] = sum(scale_grad(phi[m], coeffs[m]) for m in names)  # (B, C)
+        outputs["logits"]["mm"] = sum(ScaleGrad.apply(phi[m], coeffs[m].detach()) for m in names)  # (B, C)
         self._trace = trace_of(names, score=scores, ratio=ratios, target=targets, coeff=coeffs)
         return outputs
 

@@ -1,11 +1,6 @@
-"""The balancer hook interface: every balancing method is a few optional hooks.
-
-The trainer calls, per epoch, ``on_epoch_start``; per step, ``forward`` -> objective ->
-``loss`` -> backward -> ``after_backward`` -> optimizer step. A gradient-modulation method
-computes one coefficient k_m per modality and calls ``apply_coefficients``, which acts either on
-the gradient (the paper's choice) or on the update (the learning rate of modality m's parameter
-groups), so the intended change of pace also survives adaptive optimizers such as Adam.
-"""
+"""The balancer hooks: per epoch ``on_epoch_start``; per step ``forward`` -> objective -> ``loss`` ->
+backward -> ``after_backward``. ``apply_coefficients`` scales modality m's step by k_m on the gradient
+(the paper's choice) or on the update (its groups' learning rates, so the pace also changes under Adam)."""
 from __future__ import annotations
 
 import math
@@ -33,10 +28,8 @@ class EpochContext:
 
 
 class Balancer:
-    """No balancing; the base class of all balancers (all hooks are no-ops).
-
-    Subclasses take their own options and pass ``**base`` (``acts_on``) on to this class.
-    """
+    """No balancing; the base class of all balancers (all hooks are no-ops). Subclasses take
+    their own options and pass ``**base`` (``acts_on``) on to it."""
 
     scaled_roles: tuple[str, ...] = ROLES  # which of a modality's parameter groups k scales
     objective = "joint"                    # the objective the method is defined with in its paper
@@ -103,11 +96,6 @@ def finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
-def per_modality(names, values: torch.Tensor) -> dict[str, torch.Tensor]:
-    """(M,) tensor -> {modality: its scalar}."""
-    return {m: values[i] for i, m in enumerate(names)}
-
-
 def stacked_scores(scores: dict[str, torch.Tensor]) -> torch.Tensor:
     """{modality: scalar score} -> (M,) float32 tensor, floored at 1e-8 (no division by zero)."""
     return torch.stack([torch.as_tensor(s, dtype=torch.float32) for s in scores.values()]).clamp_min(1e-8)
@@ -121,15 +109,13 @@ def trace_of(names, **series: dict) -> dict[str, torch.Tensor]:
 def check_known_modalities(where: str, names, model) -> None:
     """Fail before training when per-modality options name a modality the model does not have."""
     unknown = sorted(set(names) - set(model.modalities))
-    if unknown:
-        raise ValueError(f"{where} names unknown modalities {unknown}; the model has {list(model.modalities)}")
+    require(not unknown, f"{where} names unknown modalities {unknown}; the model has {list(model.modalities)}")
 
 
 def mean_of_others(s: torch.Tensor) -> torch.Tensor:
     """(M,) -> (M,): entry i is the mean of s_j over j != i (a masked sum, no cancellation)."""
     n = s.shape[0]
-    if n < 2:
-        raise ValueError(f"balancing needs at least two modalities, got {n}")
+    require(n >= 2, f"balancing needs at least two modalities, got {n}")
     mask = 1.0 - torch.eye(n, dtype=s.dtype, device=s.device)     # (M, M), zero diagonal
     return (s[None, :] * mask).sum(1) / (n - 1)
 

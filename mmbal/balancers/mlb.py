@@ -1,21 +1,11 @@
-"""MLB: multi-loss balanced gradient modulation (paper §3.3, k_i = 1 + tanh(alpha (r_i - 1))).
-
-s_i is the batch-mean probability of the true class from modality i's unimodal head, and
-r_i = mean_{m != i} s_m / s_i. The lagging modality (r_i > 1) is accelerated (k_i > 1), the
-leading one slowed (k_i < 1); k -> 1 as all heads fit the data. With ``beta_max`` the
-accelerating branch is k_i = 1 + (beta_max - 1) tanh(alpha (r_i - 1)) (the IJCV/README form).
-
-Ablation variants of the paper's code, chosen with ``variant``:
-``"heads"`` (the method: unimodal heads trained by the multi-loss objective), ``"stopgrad"``
-(the heads see detached features, so unimodal losses train the heads only, ``--cls
-linear_stopgrad``: exactly the joint objective's probe heads) and ``"fused"`` (scores from the
-split fused linear head, as OGM does, with no unimodal losses, ``--cls linear_ogm``).
-"""
+"""MLB (paper §3.3): k_i = 1 + tanh(alpha (r_i - 1)), r_i = mean_{m != i} s_m / s_i with s_m the true-class
+probability of modality m's unimodal head: the lagging modality (r_i > 1) is accelerated, the leading one
+slowed. ``beta_max`` makes the accelerating branch 1 + (beta_max - 1) tanh(...) (the IJCV/README form)."""
 from __future__ import annotations
 
 import torch
 
-from mmbal.balancers.base import (BALANCERS, Balancer, check_known_modalities, finite, per_modality, require,
+from mmbal.balancers.base import (BALANCERS, Balancer, check_known_modalities, finite, require,
                                   stacked_scores, trace_of, true_class_probability)
 
 VARIANTS = ("heads", "stopgrad", "fused")
@@ -28,7 +18,7 @@ def mlb_ratios(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     s = stacked_scores(scores)                                     # (M,)
     pairwise = s[None, :] / s[:, None]                             # (M, M): [i, j] = s_j / s_i
     off_diagonal = 1.0 - torch.eye(n, device=s.device)             # (M, M)
-    return per_modality(scores, (pairwise * off_diagonal).sum(1) / (n - 1))   # (M,)
+    return dict(zip(scores, (pairwise * off_diagonal).sum(1) / (n - 1)))  # (M,)
 
 
 def check_mlb_hyperparameters(alpha: float, beta_max: float | None) -> None:
@@ -57,11 +47,8 @@ def mlb_coefficients(scores: dict[str, torch.Tensor], alpha: float,
 @BALANCERS.register("mlb")
 class MLB(Balancer):
     """MLB: k = 1 + tanh(alpha (r - 1)) from the unimodal heads (beta_max caps acceleration).
-
-    Scales encoder m, head m and fusion part m of every modality by k_m after backward. The
-    ``stopgrad`` and ``fused`` variants are defined with the joint objective, whose heads are
-    probes on detached features (only the objective sets ``model.detach_heads``).
-    """
+    ``variant`` "heads" is the method (multi-loss objective); "stopgrad" (``--cls linear_stopgrad``: the joint
+    objective's probe heads) and "fused" (``--cls linear_ogm``: the fused head's split) are defined with joint."""
 
     objective = "multi_loss"
 

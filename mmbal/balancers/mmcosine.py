@@ -1,9 +1,6 @@
-"""MMCosine (Xu et al., ICASSP 2023): multimodal cosine logits with a shared scale s.
-
-logits_c = s * sum_m cos(z_m, W_{m,c}) with z_m and each class row of modality m's block of the
-late linear fusion L2-normalised (no bias). Every modality's contribution is bounded by s, so
-the dominant modality cannot win by growing its feature or weight norms.
-"""
+"""MMCosine (Xu et al., ICASSP 2023): logits_c = s * sum_m cos(z_m, W_{m,c}), features and each class
+row of modality m's block of the late linear fusion L2-normalised (no bias): every modality's
+contribution is bounded by s, so the dominant one cannot win by growing its norms."""
 from __future__ import annotations
 
 import torch
@@ -20,10 +17,7 @@ def cosine_logits(z: torch.Tensor, weight: torch.Tensor, scaling: float) -> torc
 @BALANCERS.register("mmcosine")
 class MMCosine(Balancer):
     """MMCosine: fused logits = s * sum_m cos(z_m, W_m) (normalised features and class weights).
-
-    A forward hook, in training and evaluation. It reuses the class weights of a late linear
-    fusion's per-modality blocks (``fusion.parts[m]``), so it needs ``fusion.late_linear``.
-    """
+    A forward hook (training and evaluation) on the class weights ``fusion.parts[m]`` of a ``late_linear`` fusion."""
 
     def __init__(self, *, scaling: float = 10.0, **base):
         super().__init__(**base)
@@ -43,8 +37,7 @@ class MMCosine(Balancer):
         logits = {"mm": sum(per.values())}
         logits.update(model.heads_logits(features))
         self._per_modality = {m: v.detach() for m, v in per.items()}
-        return {"logits": logits, "features": features,
-                "tokens": tokens if model.fusion.uses_tokens else None}
+        return {"logits": logits, "features": features, "tokens": tokens if model.fusion.uses_tokens else None}
 
     def after_backward(self, model, outputs, labels):
         trace = {}

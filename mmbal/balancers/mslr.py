@@ -1,11 +1,6 @@
-"""MSLR (Yao & Mihalcea, ACL Findings 2022): modality-specific learning rates, dynamic strategy.
-
-At the start of epoch t, with modality m's validation accuracies a_0 .. a_{t-1}:
-ratio_m = a_{t-1} / mean(a_{t-1-K} .. a_{t-2}) once K + 1 accuracies exist (else 1), and the
-learning-rate multiplier of modality m is lr_m = init_m * ratio_m (K = ``keep_memory``,
-init_m = ``init_scale[m]``; the MLB code base's form). The accuracy is that of
-modality m's unimodal head, as recorded by the trainer every epoch.
-"""
+"""MSLR (Yao & Mihalcea, ACL Findings 2022), dynamic strategy in the MLB code base's form: at each epoch
+lr_m = init_m * a_{t-1} / mean(a_{t-1-K} .. a_{t-2}) (1 until K + 1 accuracies exist), a = validation
+accuracy of modality m's unimodal head, K = ``keep_memory``, init_m = ``init_scale[m]``."""
 from __future__ import annotations
 
 import torch

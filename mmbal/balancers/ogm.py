@@ -1,16 +1,11 @@
-"""OGM and OGM-GE (Peng et al., CVPR 2022): on-the-fly gradient modulation, deceleration only.
-
-Scores come from each modality's share of the fused linear head (``fusion.unimodal_logits``):
-s_m = sum_batch softmax[y]; rho_m = s_m / mean of the others' scores;
-k_m = 1 - tanh(alpha * rho_m) if rho_m > 1 else 1 (paper Eq. 10, as in the official code: no
-"- 1" inside tanh). OGM-GE adds Gaussian noise N(0, std(grad)) to the encoders' weight gradients.
-"""
+"""OGM and OGM-GE (Peng et al., CVPR 2022), deceleration only: s_m = sum_batch softmax[y] of modality m's
+share of the fused head, rho_m = s_m / mean of the others', k_m = 1 - tanh(alpha rho_m) if rho_m > 1 else 1
+(Eq. 10 as in the official code). OGM-GE adds noise N(0, std(grad)) to the encoders' weight gradients."""
 from __future__ import annotations
 
 import torch
 
-from mmbal.balancers.base import (BALANCERS, Balancer, finite, mean_of_others, per_modality, require, stacked_scores,
-                                  trace_of)
+from mmbal.balancers.base import (BALANCERS, Balancer, finite, mean_of_others, require, stacked_scores, trace_of)
 
 
 def ogm_coefficients(scores: dict[str, torch.Tensor], alpha: float) -> tuple[dict, dict]:
@@ -18,7 +13,7 @@ def ogm_coefficients(scores: dict[str, torch.Tensor], alpha: float) -> tuple[dic
     s = stacked_scores(scores)                                     # (M,)
     rho = s / mean_of_others(s)                                    # (M,)
     k = torch.where(rho > 1.0, 1.0 - torch.tanh(alpha * torch.relu(rho)), torch.ones_like(rho))
-    return per_modality(scores, rho), per_modality(scores, k)
+    return dict(zip(scores, rho)), dict(zip(scores, k))
 
 
 @BALANCERS.register("ogm")
@@ -36,8 +31,7 @@ class OGM(Balancer):
     def after_backward(self, model, outputs, labels):
         with torch.no_grad():
             split = model.fusion.unimodal_logits(outputs["features"], outputs.get("tokens"))
-            scores = {m: torch.softmax(split[m].float(), 1).gather(1, labels[:, None]).sum()
-                      for m in model.modalities}
+            scores = {m: torch.softmax(split[m].float(), 1).gather(1, labels[:, None]).sum() for m in model.modalities}
         rho, coeffs = ogm_coefficients(scores, self.alpha)
         if self.noise:
             self._scale_with_noise(coeffs)

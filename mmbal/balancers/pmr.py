@@ -1,13 +1,6 @@
-"""PMR (Fan et al., CVPR 2023): prototypical modal rebalance.
-
-At each epoch start, class prototypes c_{m,k} = mean of modality m's features z_m over training
-samples of class k. Per step: prototype logits -||z_m - c_{m,k}||_2, prototype probability
-p_m = softmax(...)[y], s_m = sum_batch p_m, rho_m = s_m / mean_{j != m} s_j. The lagging
-modality (rho_m < 1) gets the prototypical cross-entropy (PCE) loss with weight alpha:
-L = CE(fused) + sum_m beta_m PCE_m, beta_m = alpha if rho_m < 1 else 0 (as in the MLB code base).
-The PMR paper's prototype entropy regulariser on the leading modality during the
-first epochs is available (``entropy_weight`` mu, ``entropy_epochs``) and off by default, as there.
-"""
+"""PMR (Fan et al., CVPR 2023): prototypes c_{m,k} = class means of z_m, refreshed per epoch; the modality
+with rho_m = s_m / mean_{j != m} s_j < 1 (s_m: summed prototype probability of y) gets alpha * PCE_m, as in
+the MLB code base; the PMR paper's entropy regulariser (``entropy_weight``, ``entropy_epochs``) is off by default."""
 from __future__ import annotations
 
 import math
@@ -15,8 +8,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from mmbal.balancers.base import (BALANCERS, Balancer, EpochContext, finite, mean_of_others, per_modality, require,
-                                  stacked_scores)
+from mmbal.balancers.base import (BALANCERS, Balancer, EpochContext, finite, mean_of_others, require, stacked_scores)
 
 
 def class_prototypes(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
@@ -41,7 +33,7 @@ def pmr_weights(scores: dict[str, torch.Tensor], alpha: float) -> tuple[dict, di
     s = stacked_scores(scores)                                                    # (M,)
     rho = s / mean_of_others(s)                                                   # (M,)
     beta = torch.where(rho < 1.0, torch.full_like(rho, alpha), torch.zeros_like(rho))
-    return per_modality(scores, rho), per_modality(scores, beta)
+    return dict(zip(scores, rho)), dict(zip(scores, beta))
 
 
 @BALANCERS.register("pmr")

@@ -5,8 +5,7 @@ from typing import Any
 
 from mmbal.models.base import ENCODERS, FUSIONS, Encoder, Fusion
 from mmbal.models.conformer import ConformerEncoder
-from mmbal.models.fusion import (ConcatFusion, FiLMFusion, GatedFusion, MLPFusion, SumFusion,
-                                 TransformerFusion)
+from mmbal.models.fusion import (ConcatFusion, FiLMFusion, GatedFusion, MLPFusion, SumFusion, TransformerFusion)
 from mmbal.models.multimodal import ROLES, MultimodalModel
 from mmbal.models.resnet import ResNet18
 from mmbal.models.small_cnn import SmallCNN

@@ -1,11 +1,6 @@
-"""Interfaces shared by every encoder and fusion module.
-
-An encoder maps one modality's batch to a token sequence ``(B, L, D)``; the model pools it to a
-feature ``z_m`` of shape ``(B, D)`` (global average pooling, as ResNet does). A fusion maps the
-features (and, if it wants them, the tokens) of all modalities to fused logits ``(B, C)`` and
-exposes its per-modality parts so that balancers can reach them. Each family registers itself in
-``ENCODERS`` or ``FUSIONS`` where it is defined.
-"""
+"""Encoder and fusion interfaces, and their registries ``ENCODERS`` / ``FUSIONS``: an encoder maps one
+modality to tokens (B, L, D), pooled by the model to z_m (B, D); a fusion maps every z_m (and tokens, if it
+uses them) to logits (B, C) and keeps the modules that see modality m alone in ``parts[m]``."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -32,8 +27,7 @@ class Encoder(nn.Module):
     def check_input(self, x: torch.Tensor) -> None:
         """Fail with a message naming the expected shape (B, *input_shape)."""
         expected = self.input_shape
-        ok = x.dim() == len(expected) + 1 and all(
-            e is None or e == s for e, s in zip(expected, x.shape[1:]))
+        ok = x.dim() == len(expected) + 1 and all(e is None or e == s for e, s in zip(expected, x.shape[1:]))
         if not ok:
             shown = ", ".join("*" if e is None else str(e) for e in expected)
             raise ValueError(f"{type(self).__name__} for {self.modality!r} expects input of shape "
@@ -65,13 +59,9 @@ def grid_tokens(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 class Fusion(nn.Module):
-    """Base class of fusion heads.
-
-    ``parts[m]`` holds the modules that act on modality m alone (they are scaled with modality m
-    by gradient-modulation balancers); every other parameter is shared. ``uses_tokens`` asks the
-    model to pass token sequences as well as pooled features. ``late_linear`` declares logits =
-    sum_m parts[m](z_m) (+ a bias) with ``parts[m]`` an ``nn.Linear(D_m, C)`` (MMCosine needs it).
-    """
+    """Base class of fusion heads: ``parts[m]`` (scaled with modality m by balancers), the rest shared;
+    ``uses_tokens`` asks for token sequences too; ``late_linear`` declares logits = sum_m parts[m](z_m) (+ bias)
+    with ``parts[m]`` an ``nn.Linear(D_m, C)`` (MMCosine needs it)."""
 
     uses_tokens = False
     late_linear = False
@@ -99,11 +89,8 @@ class Fusion(nn.Module):
 
     def unimodal_logits(self, features: dict[str, torch.Tensor],
                         tokens: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-        """Each modality's share of the fused prediction (used by OGM / OGM-GE).
-
-        Default: the fused head applied with every other modality's input set to zero.
-        Late linear fusions override this with the exact split of their linear layer.
-        """
+        """Each modality's share of the fused prediction (OGM): by default the fusion with every other
+        modality's input set to zero; late linear fusions return the exact split of their linear layer."""
         def only(m, inputs):                # modality m's inputs, the others' set to zero
             return None if inputs is None else {k: v if k == m else torch.zeros_like(v) for k, v in inputs.items()}
 

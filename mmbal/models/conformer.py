@@ -1,21 +1,6 @@
-"""Conformer encoders of the paper's Conformer tables (§4.2), built on torchaudio's Conformer.
-
-frontend (B, ...) -> frame features (B, T, D_in) -> [Linear(D_in, 50, no bias) -> Linear(50, d)
--> Dropout] -> Conformer (5 blocks, d 512, 8 heads, FF 2048, depthwise kernel 31, dropout 0.1)
--> tokens (B, T, d); the model's mean over tokens is the paper's mean over time.
-
-Attention and the depthwise convolution run along time, with the batch first: torchaudio's
-Conformer takes (B, T, D) plus lengths. (The official MLB code passes (T, B, D) to a batch-first
-module, so it attends across the batch; mmbal does not reproduce that.)
-In training mode the convolution module's BatchNorm (torchaudio's default) still pools batch
-statistics, as any BatchNorm does; ``use_group_norm=True`` makes every sample independent.
-
-Plug-in point for the paper's pretrained extractors (not downloadable here): wav2vec2-large-robust
-audio features (T, 1024) or EfficientNet-B2 face features (T, 1408) per clip. Either let the
-dataset yield them precomputed, with per-sample shape (T, D_in) (any T) — the encoder then
-reads (B, T, D_in) — or pass ``frontend=<module mapping the raw batch to (B, T, D_in)>`` with
-``frontend_dim=D_in``.
-"""
+"""Conformer encoders (paper §4.2) on torchaudio's Conformer, attending along time within each sample (the
+official code attends across the batch). frontend -> (B, T, D_in) -> Linear(D_in, 50) -> Linear(50, d) ->
+Dropout -> Conformer (5 blocks, d 512, 8 heads, FF 2048, kernel 31, dropout 0.1) -> tokens (B, T, d)."""
 from __future__ import annotations
 
 import torch
@@ -63,9 +48,8 @@ def _resolve_kind(input_kind: str, input_shape: tuple) -> str:
 @ENCODERS.register("conformer")
 class ConformerEncoder(Encoder):
     """torchaudio Conformer (5 x 512, 8 heads) over spectrogram frames, per-frame CNN or precomputed features.
-
-    The defaults are the paper's configuration.
-    """
+    Pretrained extractors (wav2vec2 (T, 1024), face (T, 1408)) plug in as precomputed (T, D_in) inputs or as
+    ``frontend`` (raw batch -> (B, T, D_in)) with ``frontend_dim``; ``use_group_norm`` makes samples independent."""
 
     def __init__(self, modality: str, input_shape, *, input_kind: str = "auto",
                  frontend: nn.Module | None = None, frontend_dim: int | None = None,

@@ -1,9 +1,6 @@
-"""The fusion heads of the paper (§5 `cls_type`): late `sum` / `concat`, mid `mlp`, `film`,
-`gated` and `transformer`.
-
-Every fusion keeps the modules that see one modality alone in ``parts[m]`` (scaled with modality m
-by OGM / MLB); the rest (output layers, shared biases, the transformer) is shared.
-"""
+"""The fusion heads of the paper (§5 ``cls_type``): late ``sum`` / ``concat``, mid ``mlp``, ``film``,
+``gated`` and ``transformer``; the modules that see modality m alone are ``parts[m]`` (scaled with m by
+OGM / MLB), the rest (output layers, shared biases, the transformer) is shared."""
 from __future__ import annotations
 
 import torch
@@ -24,12 +21,8 @@ def _pick_pair(fusion: str, modalities: tuple[str, ...], first: str | None, role
 @FUSIONS.register("concat")
 class ConcatFusion(Fusion):
     """Late linear fusion over the concatenated features (the paper's "Late-Linear").
-
-    logits = W [z_1; ...; z_M] + b = sum_m W_m z_m + b, stored as one bias-free linear map per
-    modality (``parts[m]``) plus a shared bias: the same function as one Linear over the
-    concatenation, split so each modality's block W_m can be reached (paper §3.4: MLB scales W_m
-    with its modality, not the shared bias).
-    """
+    logits = W [z_1; ...; z_M] + b = sum_m W_m z_m + b: one bias-free Linear per modality (``parts[m]``) and a
+    shared bias, so MLB scales each block W_m with its modality but not the bias (paper §3.4)."""
 
     late_linear = True
     shared_bias = True
@@ -54,9 +47,7 @@ class ConcatFusion(Fusion):
 @FUSIONS.register("sum")
 class SumFusion(ConcatFusion):
     """Late sum of per-modality linear classifiers (each with its own bias).
-
-    logits = sum_m (W_m z_m + b_m): each modality owns its whole classifier, bias included.
-    """
+    logits = sum_m (W_m z_m + b_m): each modality owns its whole classifier, bias included."""
 
     shared_bias = False
 
@@ -64,10 +55,7 @@ class SumFusion(ConcatFusion):
 @FUSIONS.register("mlp")
 class MLPFusion(Fusion):
     """Mid fusion: summed per-modality projections, then a ReLU/Dropout MLP (the paper's "Mid-MLP").
-
-    Paper §5 ``nonlinear``: h = sum_m W_m z_m + b, then ReLU -> Dropout -> Linear(h, h) -> ReLU
-    -> Dropout -> Linear(h, C) (hidden 64, dropout 0.1).
-    """
+    h = sum_m W_m z_m + b -> ReLU -> Dropout -> Linear(h, h) -> ReLU -> Dropout -> Linear(h, C) (§5 ``nonlinear``)."""
 
     def __init__(self, modalities, dims, num_classes, *, hidden: int = 64, dropout: float = 0.1):
         super().__init__(modalities, dims, num_classes)
@@ -85,14 +73,8 @@ class MLPFusion(Fusion):
 @FUSIONS.register("film")
 class FiLMFusion(Fusion):
     """FiLM: audio features scale and shift the video features (exactly two modalities).
-
-    Perez et al. 2018; paper §5 ``film``: [gamma, beta] = G z_c + g;
-    logits = W (gamma * z_t + beta) + b, where modality c (audio by default) conditions t.
-
-    ``parts[c]`` is the generator G (it sees z_c alone); the classifier W is shared. With
-    ``residual=True`` the scale is 1 + gamma and G starts at zero, so the fusion starts as a
-    linear classifier of z_t (identity modulation); the default is the paper's plain gamma.
-    """
+    [gamma, beta] = G z_c (``parts[c]``), logits = W (gamma z_t + beta) + b (Perez et al. 2018, §5 ``film``); with
+    ``residual=True`` the scale is 1 + gamma and G starts at zero (identity modulation)."""
 
     min_modalities = max_modalities = 2
 
@@ -120,12 +102,7 @@ class FiLMFusion(Fusion):
 @FUSIONS.register("gated")
 class GatedFusion(Fusion):
     """Gated: sigmoid(audio projection) gates the video projection (exactly two modalities).
-
-    Kiela et al. 2018; paper §5 ``gated``: logits = W (sigmoid(A z_g) * (V z_v)) + b, where
-    modality g (audio by default) gates v.
-
-    ``parts[g] = A`` and ``parts[v] = V`` each see one modality; W is shared.
-    """
+    logits = W (sigmoid(A z_g) * (V z_v)) + b, ``parts[g] = A``, ``parts[v] = V`` (Kiela et al. 2018, §5 ``gated``)."""
 
     min_modalities = max_modalities = 2
 
@@ -162,14 +139,8 @@ class TokenProjection(nn.Module):
 @FUSIONS.register("transformer")
 class TransformerFusion(Fusion):
     """Token fusion: CLS + projected tokens of every modality through a small transformer encoder.
-
-    Paper §5 ``tf``: [CLS; P_1 t_1 + e_1; ...; P_M t_M + e_M] through a small pre-norm
-    transformer encoder (2 layers); logits = W LayerNorm(h_CLS) + b.
-
-    ``parts[m]`` is modality m's projection P_m with its embedding e_m. The paper used a 2-layer
-    Conformer here; a standard transformer encoder is used instead (no convolution over tokens
-    whose order mixes space and time).
-    """
+    [CLS; P_1 t_1 + e_1; ...] -> 2 pre-norm layers -> logits = W LayerNorm(h_CLS) + b (§5 ``tf``, whose
+    Conformer is replaced: no convolution over tokens whose order mixes space and time); ``parts[m]`` = P_m, e_m."""
 
     uses_tokens = True
 

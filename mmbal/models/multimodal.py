@@ -1,8 +1,5 @@
-"""The multimodal model: per-modality encoders and unimodal heads, and one fusion head.
-
-forward: ``encoders[m](x_m) -> tokens (B, L, D) -> z_m (B, D)``; ``logits["mm"] = fusion(z)``;
-``logits[m] = heads[m](z_m)`` (the unimodal heads of the multi-loss objective, paper Eq. for L).
-"""
+"""The multimodal model: ``encoders[m](x_m) -> tokens (B, L, D) -> z_m (B, D)``; ``logits["mm"] = fusion(z)``
+and ``logits[m] = heads[m](z_m)``, the unimodal heads of the multi-loss objective (paper §3.2)."""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -25,8 +22,7 @@ class MultimodalModel(nn.Module):
         self.modalities = tuple(fusion.modalities)
         self.num_classes = num_classes
         self.encoders = nn.ModuleDict({m: encoders[m] for m in self.modalities})
-        self.heads = nn.ModuleDict({m: nn.Linear(encoders[m].out_dim, num_classes)
-                                    for m in self.modalities})
+        self.heads = nn.ModuleDict({m: nn.Linear(encoders[m].out_dim, num_classes) for m in self.modalities})
         self.fusion = fusion
         # When True, the unimodal heads see detached features: they become linear probes that
         # measure each encoder without training it (used by the ``joint`` objective).
@@ -49,8 +45,7 @@ class MultimodalModel(nn.Module):
         tokens, features = self.encode(inputs)
         logits = {"mm": self.fusion(features, tokens if self.fusion.uses_tokens else None)}
         logits.update(self.heads_logits(features))
-        return {"logits": logits, "features": features,
-                "tokens": tokens if self.fusion.uses_tokens else None}
+        return {"logits": logits, "features": features, "tokens": tokens if self.fusion.uses_tokens else None}
 
     # -- parameter ownership -------------------------------------------------------------
     def role_modules(self, modality: str) -> dict[str, nn.Module | None]:

@@ -1,10 +1,6 @@
-"""ResNet-18 encoders of OGM-GE / MLB (paper §4.2), built on torchvision's ResNet.
-
-Audio: a ResNet-18 whose first convolution takes the C-channel (C = 1) spectrogram (B, C, F, T).
-Video: every frame of (B, C, T, H, W) through one 2D ResNet-18 (frames folded into the batch).
-Tokens are the final feature-map cells, so the model's mean over tokens is global average pooling
-(audio) or 3D average pooling over T, H, W (video), as in the official code. Output: 512-d.
-"""
+"""ResNet-18 encoders of OGM-GE / MLB (paper §4.2) on torchvision's ResNet: the spectrogram (C = 1
+channel) or every frame of a clip through a 2D ResNet-18; tokens are the final cells, so their mean is the
+global (audio) or 3D (video, over T, H, W) average pool of the official code. Output: 512-d."""
 from __future__ import annotations
 
 from functools import partial
@@ -13,7 +9,6 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from torchvision.models import resnet18
 from torchvision.models.resnet import BasicBlock, ResNet
 
 from mmbal.models.base import ENCODERS, Encoder, grid_input_shape, grid_tokens
@@ -29,11 +24,8 @@ def _norm_layer(norm: str):
 
 
 def load_pretrained(net: ResNet, path: str | Path, in_channels: int) -> None:
-    """Load a local ImageNet ResNet-18 state dict (never downloaded); ``fc.*`` is dropped.
-
-    For ``in_channels != 3`` the RGB kernels of conv1 are averaged over colour and repeated,
-    the usual way to start a 1-channel (spectrogram) stem from ImageNet weights.
-    """
+    """Load a local ImageNet ResNet-18 state dict (never downloaded), without ``fc.*``; for
+    ``in_channels != 3`` conv1's RGB kernels are averaged over colour and repeated (a spectrogram stem)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"resnet18: pretrained_weights file {path} does not exist "
@@ -54,10 +46,7 @@ def resnet18_trunk(in_channels: int, *, layers: Sequence[int] = RESNET18_LAYERS,
     """torchvision's ResNet-18 (random init unless weights are given) without avgpool and fc."""
     if len(layers) != 4 or any(int(n) < 1 for n in layers):
         raise ValueError(f"resnet18: layers must be 4 block counts >= 1, got {layers}")
-    if tuple(layers) == RESNET18_LAYERS:
-        net = resnet18(weights=None, norm_layer=_norm_layer(norm))
-    else:
-        net = ResNet(BasicBlock, [int(n) for n in layers], norm_layer=_norm_layer(norm))
+    net = ResNet(BasicBlock, [int(n) for n in layers], norm_layer=_norm_layer(norm))   # what resnet18() builds
     if in_channels != 3:
         net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
         nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
@@ -70,18 +59,14 @@ def resnet18_trunk(in_channels: int, *, layers: Sequence[int] = RESNET18_LAYERS,
 @ENCODERS.register("resnet18")
 class ResNet18(Encoder):
     """ResNet-18 from scratch (torchvision): spectrogram (C, F, T) or frames (C, T, H, W) pooled over T, H, W.
-
-    Tokens are the final feature-map cells: (F/32 x T/32) of the spectrogram, or those of every
-    frame through one 2D trunk, whose mean equals the official 3D average pool over (T, H, W).
-    """
+    Tokens: the (F/32 x T/32) cells of the spectrogram, or those of every frame through one 2D trunk."""
 
     out_dim = 512
 
     def __init__(self, modality: str, input_shape, *, layers: Sequence[int] = RESNET18_LAYERS,
                  norm: str = "batch", pretrained_weights: str | None = None):
         super().__init__(modality, grid_input_shape("resnet18", modality, input_shape))
-        self.trunk = resnet18_trunk(input_shape[0], layers=layers, norm=norm,
-                                    pretrained_weights=pretrained_weights)
+        self.trunk = resnet18_trunk(input_shape[0], layers=layers, norm=norm, pretrained_weights=pretrained_weights)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return grid_tokens(self.trunk, x)                   # (B, L, 512)

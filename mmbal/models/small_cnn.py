@@ -1,7 +1,5 @@
-"""Small CNN encoders sized for Digits-AV (spectrograms of ~64x30, frames of ~16x16).
-
-GroupNorm instead of BatchNorm: joint training on Digits-AV was unstable with BatchNorm.
-"""
+"""Small GroupNorm CNN encoders sized for Digits-AV (spectrograms ~64x30, frames ~16x16); joint
+training on Digits-AV was unstable with BatchNorm."""
 from __future__ import annotations
 
 import torch
@@ -27,10 +25,7 @@ def _backbone(in_channels: int, width: int, out_dim: int) -> nn.Sequential:
 @ENCODERS.register("small_cnn")
 class SmallCNN(Encoder):
     """Small GroupNorm CNNs sized for Digits-AV (audio spectrogram / per-frame video).
-
-    Three conv blocks over a (C, F, T) spectrogram, or the same 2D CNN on every frame of a
-    (C, T, H, W) clip; tokens are the final grid cells (of all frames).
-    """
+    Three conv blocks over a (C, F, T) spectrogram or every frame of a (C, T, H, W) clip; tokens: the final cells."""
 
     def __init__(self, modality: str, input_shape, *, width: int = 16, out_dim: int = 64):
         super().__init__(modality, grid_input_shape("small_cnn", modality, input_shape))
