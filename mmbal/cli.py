@@ -1,11 +1,44 @@
-"""Command line: ``python -m mmbal list`` and ``python -m mmbal train ...``."""
+"""Command line: ``list``, ``train`` (one configuration) and ``table`` (a preset's results table).
+
+    python -m mmbal list
+    python -m mmbal train --dataset digits_av --balancer mlb --alpha 0.5 --out run.json
+    python -m mmbal table show digits_av                    # rows, seeds, hyperparameters with sources
+    python -m mmbal table run digits_av --method mlb        # one cell -> one result JSON
+    python -m mmbal table sweep digits_av [--shard 0/2]     # every unfinished cell
+    python -m mmbal table summary digits_av                 # mean ± std -> summary.csv
+    python -m mmbal table compare digits_av --rerun /tmp/rerun
+
+Older spellings still work: ``run --preset NAME``, ``sweep --table NAME``, ``table NAME``,
+``compare NAME``. Results live under ``--results`` (default ``book/results``, relative to the
+working directory).
+"""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
+import pandas as pd
+
+from mmbal.balancers import BALANCERS
+from mmbal.config import BalancerConfig, DataConfig, ModelConfig, ObjectiveConfig, OptimConfig, RunConfig
+from mmbal.data import DATASETS
+from mmbal.experiments import run, write_json
+from mmbal.models import ENCODERS, FUSIONS
+from mmbal.objectives import OBJECTIVES
+from mmbal.presets import PRESETS, get_preset
+from mmbal.regimes import REGIMES
 from mmbal.registry import UnknownNameError
+from mmbal.sweep import Cell, grid, is_finished, papermill_runner, parse_shard, result_path, run_cell, sweep
+from mmbal.tables import compare_runs, load_runs, paper_table, write_summary
+from mmbal.train import set_threads
+
+DEFAULT_RESULTS = "book/results"
+DEFAULT_TEMPLATE = "book/experiments/run_template.ipynb"
+TABLE_ACTIONS = ("run", "sweep", "summary", "show", "compare")
+REGISTRIES = {"datasets": DATASETS, "encoders": ENCODERS, "fusions": FUSIONS, "objectives": OBJECTIVES,
+              "balancers": BALANCERS, "regimes": REGIMES}
 
 
 def _key_value(text: str) -> tuple[str, object]:
@@ -19,27 +52,21 @@ def _key_value(text: str) -> tuple[str, object]:
         return key, raw
 
 
-def registries() -> dict:
-    from mmbal.balancers import BALANCERS
-    from mmbal.data import DATASETS
-    from mmbal.models import ENCODERS, FUSIONS
-    from mmbal.objectives import OBJECTIVES
-    from mmbal.regimes import REGIMES
-
-    return {"datasets": DATASETS, "encoders": ENCODERS, "fusions": FUSIONS,
-            "objectives": OBJECTIVES, "balancers": BALANCERS, "regimes": REGIMES}
+def _csv(text: str | None) -> list[str] | None:
+    return None if text is None else [t for t in text.split(",") if t]
 
 
 def cmd_list(args) -> int:
-    for title, registry in registries().items():
+    for title, registry in REGISTRIES.items():
         print(f"{title}:")
         for name, doc in registry.describe().items():
             print(f"  {name:<20} {doc}")
     return 0
 
 
+# -- train: one configuration ---------------------------------------------------------------------
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    """Flags shared by every command that trains (dataset, model, method, optimisation)."""
+    """Flags of ``train`` (dataset, model, method, optimisation)."""
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="digits_av")
     g.add_argument("--data-root", default=None, help="cache folder written by data_scripts/")
@@ -53,7 +80,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--encoder-opt", type=_key_value, action="append", default=[], metavar="KEY=VALUE")
     g.add_argument("--fusion-opt", type=_key_value, action="append", default=[], metavar="KEY=VALUE")
     g = p.add_argument_group("method")
-    g.add_argument("--objective", default=None, help="joint | multi_loss (default: the method's own)")
+    g.add_argument("--objective", default=None, help="joint | multi_loss (default: the balancer's own)")
     g.add_argument("--balancer", default="none")
     g.add_argument("--alpha", type=float, default=None)
     g.add_argument("--beta-max", type=float, default=None)
@@ -78,21 +105,18 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true")
 
 
-def config_from_args(args):
-    from mmbal.balancers import paper_objective
-    from mmbal.config import (BalancerConfig, DataConfig, ModelConfig, ObjectiveConfig, OptimConfig,
-                              RunConfig)
-
+def config_from_args(args) -> RunConfig:
     balancer_options = dict(args.balancer_opt)
     for key, value in (("alpha", args.alpha), ("beta_max", args.beta_max), ("acts_on", args.acts_on)):
         if value is not None:
             balancer_options[key] = value
+    objective = args.objective or BALANCERS.create(args.balancer, **balancer_options).objective
     return RunConfig(
         data=DataConfig(name=args.dataset, root=args.data_root, options=dict(args.data_opt),
                         batch_size=args.batch_size, num_workers=args.num_workers),
         model=ModelConfig(encoder=args.encoder, fusion=args.fusion,
                           encoder_options=dict(args.encoder_opt), fusion_options=dict(args.fusion_opt)),
-        objective=ObjectiveConfig(name=args.objective or paper_objective(args.balancer, balancer_options)),
+        objective=ObjectiveConfig(name=objective),
         balancer=BalancerConfig(name=args.balancer, options=balancer_options),
         optim=OptimConfig(name=args.optimizer, lr=args.lr, momentum=args.momentum,
                           weight_decay=args.weight_decay, schedule=args.schedule, epochs=args.epochs,
@@ -102,17 +126,13 @@ def config_from_args(args):
 
 
 def summary_table(record: dict) -> str:
-    import pandas as pd
-
     table = pd.DataFrame(record["test"]).T[["accuracy", "macro_f1", "ece"]]
     table.index.name = "test head"
     return table.round(4).to_string()
 
 
 def cmd_train(args) -> int:
-    from mmbal.experiments import run, write_json
-
-    record, _, _ = run(config_from_args(args))
+    record = run(config_from_args(args)).record
     print(f"best epoch {record['best_epoch'] + 1} (val {record['val']['mm']['accuracy']:.4f}), "
           f"{record['seconds']:.1f} s")
     print(summary_table(record))
@@ -121,28 +141,154 @@ def cmd_train(args) -> int:
     return 0
 
 
+# -- table: a preset's results table ------------------------------------------------------------------
+def cmd_show(args) -> int:
+    preset = get_preset(args.name)
+    print(f"{preset.name}: {preset.title}")
+    print(f"  dataset {preset.dataset}, encoder {preset.encoder}, seeds {list(preset.seeds)}"
+          + (f", folds {list(preset.folds)}" if preset.folds else "") + f", {len(grid(preset))} runs")
+    with pd.option_context("display.width", 200, "display.max_colwidth", 80, "display.max_rows", 500):
+        print(preset.hyperparameters().to_string(index=False))
+    for note in preset.notes:
+        print(f"  note: {note}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    preset = get_preset(args.name)
+    cell = Cell(preset.name, args.method, args.fusion or preset.fusion,
+                preset.seeds[0] if args.seed is None else args.seed)
+    preset.method(cell.method, cell.fusion)                     # validate before any work
+    out = args.out or result_path(args.results, cell, fast=args.fast)
+    set_threads(args.threads, args.device)
+    record = run_cell(cell, out, preset=preset, fast=args.fast, epochs=args.epochs, device=args.device,
+                      data_root=args.data_root)
+    print(" ".join(f"{h}: {v['accuracy']:.4f}" for h, v in record["test"].items()), f"({record['seconds']:.1f} s)")
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    preset = get_preset(args.name)
+    shard = parse_shard(args.shard)
+    seeds = None if args.seeds is None else [int(s) for s in _csv(args.seeds)]
+    kwargs = dict(methods=_csv(args.methods), fusions=_csv(args.fusions), seeds=seeds, fast=args.fast)
+    if args.dry_run:
+        for cell in grid(preset, **kwargs)[shard[0]::shard[1]]:
+            path = result_path(args.results, cell, fast=args.fast)
+            print(f"{'done' if is_finished(path) else 'todo'}  {path}")
+        return 0
+    if args.papermill and not os.path.isfile(args.papermill):
+        raise FileNotFoundError(f"papermill template {args.papermill} not found (give --papermill PATH)")
+    set_threads(args.threads, args.device)
+    out = sweep(preset, args.results, shard=shard, epochs=args.epochs, device=args.device, data_root=args.data_root,
+                runner=papermill_runner(args.papermill) if args.papermill else None,
+                progress=not args.no_progress and "CI" not in os.environ, **kwargs)
+    print(f"next: python -m mmbal table summary {preset.name} --results {args.results}" + (" --fast" if args.fast else ""))
+    return 1 if out["failed"] else 0
+
+
+def cmd_summary(args) -> int:
+    get_preset(args.name)
+    path, summary = write_summary(args.name, args.results, args.out, fast=args.fast)
+    if path is None:
+        print(f"no results for {args.name} under {args.results}" + (" (fast)" if args.fast else ""))
+        return 1
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(paper_table(summary, args.name).to_string())
+    print(f"wrote {path} ({len(summary)} rows, std = population std over seeds)")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    """Exit 0 when every re-run cell is within its reference cell's seed std, 1 otherwise (2: nothing to compare)."""
+    reference, rerun = load_runs(args.results, args.name), load_runs(args.rerun, args.name)
+    diff = compare_runs(reference, rerun) if not (reference.empty or rerun.empty) else pd.DataFrame()
+    if diff.empty:
+        print(f"nothing to compare: {len(reference)} reference runs under {args.results}, {len(rerun)} "
+              f"re-runs under {args.rerun} for {args.name}, no cell in both", file=sys.stderr)
+        return 2
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(diff.round(4).to_string(index=False))
+    n, same, within = len(diff), int(diff["identical"].sum()), int(diff["within_seed_std"].sum())
+    print(f"{n} cells re-run: {same} identical, {within} within the reference cell's seed std")
+    if args.out:
+        runs = rerun.merge(diff[["method", "fusion", "seed"]], on=["method", "fusion", "seed"])
+        write_json({"table": args.name, "cells": n, "identical": same, "within_seed_std": within,
+                    "rerun_hardware": sorted(set(runs["hardware"])),
+                    "rerun_commit": sorted(set(map(str, runs["commit"]))),
+                    "rows": diff.to_dict(orient="records")}, args.out)
+        print(f"wrote {args.out}")
+    return 0 if within == n else 1
+
+
+def add_table_parsers(sub, names: str) -> None:
+    """``table ACTION NAME`` sub-commands (each also reachable by its older spelling)."""
+    p = sub.add_parser("show", help="a preset's rows, seeds and hyperparameters with their sources")
+    p.add_argument("name", help=f"one of: {names}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("name", help=f"one of: {names}")
+    common.add_argument("--results", default=DEFAULT_RESULTS, help="results folder (default: %(default)s)")
+    train = argparse.ArgumentParser(add_help=False)
+    train.add_argument("--fast", action="store_true", help="FAST smoke run: 2 epochs, first seed, under <results>/fast/")
+    train.add_argument("--epochs", type=int, default=None, help="override the preset's epochs (recorded)")
+    train.add_argument("--device", default="auto")
+    train.add_argument("--data-root", default=None, help="cache folder written by data_scripts/")
+    train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1 on CPU)")
+    p = sub.add_parser("run", parents=[common, train], help="train one cell and write its result JSON")
+    p.add_argument("--method", required=True)
+    p.add_argument("--fusion", default=None, help="default: the preset's main fusion")
+    p.add_argument("--seed", type=int, default=None, help="default: the preset's first seed")
+    p.add_argument("--out", default=None, help="result JSON (default: the sweep's path under --results)")
+    p = sub.add_parser("sweep", parents=[common, train], help="run every unfinished cell (methods x fusions x seeds)")
+    p.add_argument("--shard", default=None, metavar="I/N", help="run cells I, I+N, I+2N, ... (0 <= I < N)")
+    p.add_argument("--methods", default=None, help="comma-separated subset of rows")
+    p.add_argument("--fusions", default=None, help="comma-separated subset of columns")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the preset's)")
+    p.add_argument("--papermill", nargs="?", const=DEFAULT_TEMPLATE, default=None, metavar="TEMPLATE",
+                   help=f"run each cell through a papermill template, keeping the notebook (default: {DEFAULT_TEMPLATE})")
+    p.add_argument("--dry-run", action="store_true", help="list the cells and their status, run nothing")
+    p.add_argument("--no-progress", action="store_true")
+    p = sub.add_parser("summary", parents=[common], help="aggregate the result JSONs into mean ± std (CSV)")
+    p.add_argument("--out", default=None, help="CSV path (default: <results>/<table>/summary.csv)")
+    p.add_argument("--fast", action="store_true", help="aggregate the FAST results")
+    p = sub.add_parser("compare", parents=[common], help="compare a re-run of some cells with the committed runs")
+    p.add_argument("--rerun", required=True, help="results folder of the re-run (e.g. written by sweep --results)")
+    p.add_argument("--out", default=None, help="also write the comparison as JSON, with the re-run's provenance")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mmbal", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m mmbal", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="registered datasets, encoders, fusions, objectives, balancers")
+    sub.add_parser("list", help="registered datasets, encoders, fusions, objectives, balancers, regimes")
     p = sub.add_parser("train", help="train one model and write a result JSON")
     add_run_arguments(p)
     p.add_argument("--out", default=None, help="result JSON path")
-    from mmbal.cli_experiments import add_experiment_parsers
-
-    add_experiment_parsers(sub)  # run, sweep, table
+    p = sub.add_parser("table", help=f"a preset's results table: {' | '.join(TABLE_ACTIONS)} NAME")
+    add_table_parsers(p.add_subparsers(dest="action", required=True), ", ".join(PRESETS))
     return parser
 
 
-from mmbal.cli_experiments import EXPERIMENT_COMMANDS  # noqa: E402
+def _new_spelling(argv: list[str]) -> list[str]:
+    """Older spellings -> ``table ACTION NAME``: run --preset N, sweep --table N, table N, compare N."""
+    if argv[:1] == ["table"] and len(argv) > 1 and argv[1] not in TABLE_ACTIONS and not argv[1].startswith("-"):
+        return ["table", "summary", *argv[1:]]
+    for old, flag in (("run", "--preset"), ("sweep", "--table")):
+        if argv[:1] == [old] and flag in argv[:-1]:
+            i = argv.index(flag)
+            return ["table", old, argv[i + 1], *argv[1:i], *argv[i + 2:]]
+    return ["table", *argv] if argv[:1] == ["compare"] else argv
 
-COMMANDS = {"list": cmd_list, "train": cmd_train, **EXPERIMENT_COMMANDS}
+
+COMMANDS = {"list": cmd_list, "train": cmd_train, "show": cmd_show, "run": cmd_run, "sweep": cmd_sweep,
+            "summary": cmd_summary, "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_new_spelling(list(sys.argv[1:] if argv is None else argv)))
     try:
-        return COMMANDS[args.command](args)
+        return COMMANDS[args.action if args.command == "table" else args.command](args)
     except (UnknownNameError, ValueError, FileNotFoundError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""One experiment = one config -> one trained model -> one result JSON (with provenance)."""
+"""One experiment = one config -> one trained model -> one result record (with provenance)."""
 from __future__ import annotations
 
 import json
@@ -6,20 +6,28 @@ import os
 import platform
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mmbal import __version__
-from mmbal.balancers import build_balancer
 from mmbal.config import RunConfig
-from mmbal.data import build_dataset
-from mmbal.models import build_model
-from mmbal.objectives import OBJECTIVES
-from mmbal.train import Trainer, TrainResult, check_optim_config, resolve_device
+from mmbal.data import DATASETS
+from mmbal.regimes import REGIMES
+from mmbal.train import TrainResult, Trained, build_trainer, check_optim_config, resolve_device
 
 RESULT_FORMAT = 1
+
+
+@dataclass
+class Run:
+    """A finished run: its JSON record, the raw result and the trained model (with loaders, device)."""
+
+    record: dict[str, Any]
+    result: TrainResult
+    trained: Trained
 
 
 def git_commit() -> str | None:
@@ -47,46 +55,22 @@ def environment(device: torch.device) -> dict[str, Any]:
     return info
 
 
-def prepare(cfg: RunConfig):
-    """Validate the whole config and build data, model, objective and balancer (before training)."""
+def run(cfg: RunConfig) -> Run:
+    """Train one configuration (a model, or a regime of ``mmbal.regimes``) and build its record."""
     check_optim_config(cfg.optim)
-    device = resolve_device(cfg.device)
-    objective = OBJECTIVES.create(cfg.objective.name, **cfg.objective.options)
-    balancer = build_balancer(cfg.balancer.name, **cfg.balancer.options)
-    splits = build_dataset(cfg.data.name, seed=cfg.seed, root=cfg.data.root, **cfg.data.options)
-    torch.manual_seed(cfg.seed)
-    model = build_model(input_shapes=splits.input_shapes(), num_classes=splits.num_classes,
-                        encoder=cfg.model.encoder, fusion=cfg.model.fusion,
-                        encoder_options=cfg.model.encoder_options,
-                        fusion_options=cfg.model.fusion_options)
-    return device, splits, model, objective, balancer
-
-
-def run(cfg: RunConfig) -> tuple[dict[str, Any], Trainer, TrainResult]:
-    """Train one configuration; returns the result record, the trainer and the raw result."""
-    if cfg.regime is not None:              # unimodal / ensemble / uni-pre: see mmbal.regimes
-        from mmbal.regimes import run_regime
-        return run_regime(cfg)
-    device, splits, model, objective, balancer = prepare(cfg)
-    trainer = Trainer(model, objective, balancer, splits, optim=cfg.optim,
-                      batch_size=cfg.data.batch_size, seed=cfg.seed, device=str(device),
-                      amp=cfg.amp, select_head=cfg.select_head, num_workers=cfg.data.num_workers,
-                      progress=cfg.progress)
-    result = trainer.fit()
-    record = {
-        "format": RESULT_FORMAT,
-        "config": cfg.to_dict(),
-        "environment": environment(trainer.device),
-        "data": {"sizes": splits.sizes(), "num_classes": splits.num_classes,
-                 "modalities": list(splits.modalities)},
-        "best_epoch": result.best_epoch,
-        "seconds": result.seconds,
-        "val": result.val,
-        "test": result.test,
-        "history": result.history,
-        "trace": result.trace,
-    }
-    return record, trainer, result
+    resolve_device(cfg.device)
+    splits = DATASETS.create(cfg.data.name, seed=cfg.seed, root=cfg.data.root, **cfg.data.options)
+    if cfg.regime is None:
+        trainer = build_trainer(cfg, splits)
+        result, trained = trainer.fit(), trainer.trained
+    else:
+        result, trained = REGIMES.create(cfg.regime, cfg=cfg, splits=splits, **cfg.regime_options)
+    record = {"format": RESULT_FORMAT, "config": cfg.to_dict(), "environment": environment(trained.device),
+              "data": {"sizes": splits.sizes(), "num_classes": splits.num_classes,
+                       "modalities": list(splits.modalities)},
+              "best_epoch": result.best_epoch, "seconds": result.seconds, "val": result.val,
+              "test": result.test, "history": result.history, "trace": result.trace, **result.extra}
+    return Run(record, result, trained)
 
 
 def write_json(record: dict[str, Any], path: str | os.PathLike) -> Path:

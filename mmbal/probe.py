@@ -10,27 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
+
+from mmbal.train import Trained
 
 PROBE_C = 1.0             # inverse L2 strength of the logistic regression (scikit-learn default)
 PROBE_MAX_ITER = 2000
-
-
-@torch.no_grad()
-def encoder_features(model, loader, modality: str, device) -> tuple[np.ndarray, np.ndarray]:
-    """Pooled features (N, D) of one modality's encoder over a loader, and the labels (N,)."""
-    from mmbal.train import to_device
-
-    was_training = model.training
-    model.eval()
-    feats, labels = [], []
-    for batch in loader:
-        batch = to_device(batch, device)
-        _, features = model.encode(batch)                        # {modality: (B, D)}
-        feats.append(features[modality].float().cpu())
-        labels.append(batch["label"].cpu())
-    model.train(was_training)
-    return torch.cat(feats).numpy(), torch.cat(labels).numpy()
 
 
 def fit_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> dict[str, float]:
@@ -47,13 +31,14 @@ def fit_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test
             "test_accuracy": float(probe.score(test_x, test_y))}
 
 
-def linear_probe(model, train_loader, test_loader, modalities, device) -> dict[str, Any]:
+def linear_probe(trained: Trained, modalities) -> dict[str, Any]:
     """{modality: {"train_accuracy", "test_accuracy", "dim"}} for every modality asked for."""
+    unknown = sorted(set(modalities) - set(trained.model.modalities))
+    if unknown:
+        raise ValueError(f"linear probe: unknown modalities {unknown}; the model has {list(trained.model.modalities)}")
+    (train_x, train_y), (test_x, test_y) = (trained.predict(split, key="features") for split in ("train", "test"))
     out = {}
-    for m in modalities:
-        if m not in model.modalities:
-            raise ValueError(f"linear probe: unknown modality {m!r}; the model has {list(model.modalities)}")
-        train_x, train_y = encoder_features(model, train_loader, m, device)
-        test_x, test_y = encoder_features(model, test_loader, m, device)
-        out[m] = {**fit_probe(train_x, train_y, test_x, test_y), "dim": int(train_x.shape[1])}
+    for m in modalities:                            # features: {modality: (N, D)}
+        out[m] = {**fit_probe(train_x[m].numpy(), train_y.numpy(), test_x[m].numpy(), test_y.numpy()),
+                  "dim": int(train_x[m].shape[1])}
     return out

@@ -1,7 +1,7 @@
 """Sweeps: the grid of a preset (methods x fusions x seeds/folds), one result JSON per cell.
 
 A finished cell is skipped, so a killed sweep resumes where it stopped (JSONs are written
-atomically by ``mmbal.experiments.write_json``: there is never a partial file). ``shard=(i, n)``
+atomically by ``write_json``: there is never a partial file). ``shard=(i, n)``
 runs every n-th cell starting at i, so n machines or GPUs can split one table.
 Layout: ``<results>/<table>/runs/<method>__<fusion>__seed<S>.json`` (FAST runs under ``<results>/fast/``).
 """
@@ -14,8 +14,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from mmbal.experiments import read_json, run, write_json
+from mmbal.metrics import reliability_bins
 from mmbal.presets import Preset, get_preset
+from mmbal.probe import linear_probe
 
 TRACE_POINTS = 250       # per-step trace columns are subsampled to at most this many points
 TRACE_DIGITS = 5         # and rounded to this many significant digits (keeps each JSON small)
@@ -118,58 +122,21 @@ def compact_record(record: dict[str, Any], cell: Cell, *, fast: bool) -> dict[st
     return out
 
 
-def test_logits(trained, cfg) -> tuple[dict[str, Any], Any]:
-    """Logits of every head on the test split (model at its selected epoch) and the labels.
-
-    ``trained`` is what ``experiments.run`` returns second: a Trainer, or a model (ensemble regime)."""
-    import torch
-
-    from mmbal.data import build_dataset, make_loader
-    from mmbal.train import to_device
-
-    if hasattr(trained, "loaders"):
-        model, loader, device = trained.model, trained.loaders["test"], trained.device
-        forward = lambda batch: trained.balancer.forward(model, batch)        # noqa: E731
-    else:
-        model, device = trained, next(trained.parameters()).device
-        splits = build_dataset(cfg.data.name, seed=cfg.seed, root=cfg.data.root, **cfg.data.options)
-        loader = make_loader(splits.test, batch_size=2 * cfg.data.batch_size, shuffle=False, seed=cfg.seed)
-        forward = model
-    model.eval()
-    logits, labels = {}, []
-    with torch.no_grad():
-        for batch in loader:
-            batch = to_device(batch, device)
-            for k, v in forward(batch)["logits"].items():
-                logits.setdefault(k, []).append(v.float().cpu())
-            labels.append(batch["label"].cpu())
-    return {k: torch.cat(v) for k, v in logits.items()}, torch.cat(labels)
-
-
 def run_cell(cell: Cell, path: str | Path, *, preset: str | Preset | None = None, fast: bool = False,
              epochs: int | None = None, device: str = "auto", data_root: str | None = None) -> dict[str, Any]:
     """Train one cell and write its compact result JSON atomically; returns the record."""
-    from mmbal.experiments import run, write_json
-    from mmbal.tables import reliability_bins
-
     preset = get_preset(preset or cell.table)
     cfg = preset.run_config(cell.method, cell.fusion, cell.seed, fast=fast, epochs=epochs, device=device,
                             data_root=data_root)
     if preset.linear_probe and cfg.regime is not None:          # checked before any training
         raise ValueError(f"preset {preset.name!r} asks for a linear probe, which needs one trained model; "
                          f"method {cell.method!r} is the regime {cfg.regime!r}")
-    record, trained, _ = run(cfg)
-    record = compact_record(record, cell, fast=fast)
-    try:
-        logits, labels = test_logits(trained, cfg)
-        record["reliability"] = {"test": {h: reliability_bins(v, labels, RELIABILITY_BINS)
-                                          for h, v in logits.items()}}
-    except (AttributeError, KeyError, TypeError) as err:   # a regime without a plain trainer
-        record["reliability"] = {"error": f"{type(err).__name__}: {err}"}
+    done = run(cfg)
+    record = compact_record(done.record, cell, fast=fast)
+    logits, labels = done.trained.predict("test")
+    record["reliability"] = {"test": {h: reliability_bins(v, labels, RELIABILITY_BINS) for h, v in logits.items()}}
     if preset.linear_probe:
-        from mmbal.probe import linear_probe
-        record["linear_probe"] = linear_probe(trained.model, trained.loaders["train"], trained.loaders["test"],
-                                              preset.linear_probe, trained.device)
+        record["linear_probe"] = linear_probe(done.trained, preset.linear_probe)
     write_json(record, path)
     return record
 
@@ -185,8 +152,6 @@ def sweep(preset: str | Preset, results: str | Path, *, shard: tuple[int, int] =
 
     A cell that raises is logged and left unwritten (``keep_going``), so a rerun retries it; a cell
     finished meanwhile by another shard or machine sharing the folder is skipped."""
-    from tqdm.auto import tqdm
-
     preset = get_preset(preset)
     i, n = shard
     cells = grid(preset, methods=methods, fusions=fusions, seeds=seeds, fast=fast)[i::n]
@@ -225,9 +190,7 @@ def papermill_runner(template: str | Path) -> Runner:
     """A runner that executes the template notebook per cell and keeps it next to the JSON."""
     def runner(cell: Cell, path: str | Path, *, preset=None, fast=False, epochs=None, device="auto",
                data_root=None) -> dict:
-        import papermill
-
-        from mmbal.experiments import read_json
+        import papermill          # optional dependency of the book
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

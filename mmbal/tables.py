@@ -1,7 +1,7 @@
 """Results -> tables: load the result JSONs of a table, aggregate mean ± std per row and column.
 
 The std is the population std (``np.std``, ddof=0) over seeds/folds, as the paper reports it
-(reference/paper.md §4.1). Every summary row carries its provenance: commit(s), hardware, dataset,
+(as the MLB paper reports it). Every summary row carries its provenance: commit(s), hardware, dataset,
 seeds, folds and whether the runs were FAST. Also: reliability bins (ECE's 15 bins) of a head.
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from mmbal.presets import REFERENCE_SOURCE, Preset, get_preset, reference_numbers
 from mmbal.sweep import table_dir
@@ -21,22 +22,7 @@ METRICS = ("accuracy", "macro_f1", "ece")
 NOT_RUN = "not yet run"
 
 
-# -- reliability bins (per-bin counts / confidence / accuracy, as in metrics.expected_calibration_error)
-def reliability_bins(logits, labels, n_bins: int = 15) -> dict[str, list]:
-    """Equal-width confidence bins of softmax(logits): count, mean confidence and accuracy per bin."""
-    import torch
-
-    probs = torch.softmax(logits.float(), dim=1)                                   # (N, C)
-    confidence, pred = probs.max(1)                                                # (N,), (N,)
-    correct = (pred == labels).float()
-    bins = torch.clamp((confidence * n_bins).ceil().long() - 1, 0, n_bins - 1)     # (N,) bin ids
-    count = torch.bincount(bins, minlength=n_bins).float()
-    conf = torch.bincount(bins, weights=confidence, minlength=n_bins) / count.clamp_min(1)
-    acc = torch.bincount(bins, weights=correct, minlength=n_bins) / count.clamp_min(1)
-    return {"count": [int(c) for c in count.tolist()], "confidence": [round(v, 6) for v in conf.tolist()],
-            "accuracy": [round(v, 6) for v in acc.tolist()]}
-
-
+# -- reliability bins stored with each run (mmbal.metrics.reliability_bins) -----------------------
 def ece_from_bins(bins: dict[str, list]) -> float:
     """ECE = sum_b |b| / N * |accuracy_b - confidence_b| from stored reliability bins."""
     count = np.asarray(bins["count"], dtype=float)
@@ -206,17 +192,6 @@ def provenance(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 # -- helpers for the chapters ---------------------------------------------------------------------
-def find_results(start: str | Path | None = None) -> Path | None:
-    """The committed ``book/results`` folder, searched upwards from ``start`` (cwd); None if absent."""
-    here = Path(start or Path.cwd()).resolve()
-    for d in (here, *here.parents):
-        if (d / "book" / "results" / "README.md").is_file():
-            return d / "book" / "results"
-        if d.name == "book" and (d / "results" / "README.md").is_file():
-            return d / "results"
-    return None
-
-
 def load_records(results: str | Path, table: str, method: str, fusion: str, *,
                  fast: bool = False) -> dict[int, dict]:
     """Seed -> full result record of one table cell (histories, traces, reliability bins)."""
@@ -231,8 +206,6 @@ def load_records(results: str | Path, table: str, method: str, fusion: str, *,
 def paired_t_pvalue(diffs) -> float:
     """Two-sided p-value of a paired t-test on per-seed differences (NaN below two seeds or when
     every difference is the same): t = mean / (sample std / sqrt(n)), n - 1 degrees of freedom."""
-    from scipy import stats
-
     d = np.asarray(diffs, dtype=float)
     if len(d) < 2 or np.all(d == d[0]):
         return float("nan")
@@ -295,9 +268,9 @@ def reproduce_commands(preset: str | Preset, *, shards: int = 1) -> list[str]:
     device = " --device cuda" if preset.needs_gpu else ""
     if shards > 1:
         gpu = lambda i: f"CUDA_VISIBLE_DEVICES={i} " if preset.needs_gpu else ""    # noqa: E731
-        cmds += [f"{gpu(i)}python -m mmbal sweep --table {preset.name}{data}{device} "
+        cmds += [f"{gpu(i)}python -m mmbal table sweep {preset.name}{data}{device} "
                  f"--shard {i}/{shards} &" for i in range(shards)] + ["wait"]
     else:
-        cmds.append(f"python -m mmbal sweep --table {preset.name}{data}{device}")
-    cmds.append(f"python -m mmbal table {preset.name}")
+        cmds.append(f"python -m mmbal table sweep {preset.name}{data}{device}")
+    cmds.append(f"python -m mmbal table summary {preset.name}")
     return cmds

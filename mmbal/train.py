@@ -9,16 +9,22 @@ from __future__ import annotations
 import copy
 import math
 import random
+import time
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mmbal.balancers import BALANCERS
 from mmbal.balancers.base import Balancer, EpochContext
-from mmbal.config import OptimConfig
+from mmbal.config import OptimConfig, RunConfig
 from mmbal.data.base import DatasetSplits, make_loader
 from mmbal.metrics import head_metrics
+from mmbal.models import build_model
+from mmbal.objectives import OBJECTIVES
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "constant")
@@ -28,6 +34,14 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def set_threads(threads: int | None, device: str = "auto") -> None:
+    """CPU runs default to 1 torch thread: with shared cores, more threads are much slower."""
+    if threads is None and (device == "cpu" or (device == "auto" and not torch.cuda.is_available())):
+        threads = 1
+    if threads:
+        torch.set_num_threads(threads)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -80,6 +94,33 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+@torch.no_grad()
+def predict(model, loader, device: torch.device, *, forward: Callable | None = None, key: str = "logits",
+            amp: bool = False) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """``forward(batch)[key]`` of every head over a loader, in eval mode: ({head: (N, C)}, labels (N,)).
+
+    ``forward`` defaults to the model; a balancer that changes the forward pass (MMCosine) passes its own.
+    ``key="features"`` gives the pooled encoder features (N, D) instead of the logits."""
+    model.eval()
+    outputs: dict[str, list] = {}
+    labels = []
+    for batch in loader:
+        batch = to_device(batch, device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            out = (forward or model)(batch)[key]
+        for k, v in out.items():
+            outputs.setdefault(k, []).append(v.float().cpu())
+        labels.append(batch["label"].cpu())
+    return {k: torch.cat(v) for k, v in outputs.items()}, torch.cat(labels)
+
+
+def evaluate(model, loader, device: torch.device, *, num_classes: int, forward: Callable | None = None,
+             amp: bool = False) -> dict[str, dict[str, float]]:
+    """Accuracy, macro-F1 and ECE of every head ("mm" and each modality) over a loader."""
+    logits, labels = predict(model, loader, device, forward=forward, amp=amp)
+    return {k: head_metrics(v, labels, num_classes) for k, v in logits.items()}
+
+
 @dataclass
 class TrainResult:
     """Everything a run produced: per-epoch history, per-step trace, best epoch and its metrics."""
@@ -90,7 +131,20 @@ class TrainResult:
     val: dict[str, dict[str, float]]
     test: dict[str, dict[str, float]]
     seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)      # regime extras for the record (members, pretrain)
+
+
+@dataclass
+class Trained:
+    """A trained model with what it takes to query it: its loaders, device and forward pass."""
+
+    model: torch.nn.Module
+    loaders: dict
+    device: torch.device
+    forward: Callable
+
+    def predict(self, split: str = "test", key: str = "logits"):
+        return predict(self.model, self.loaders[split], self.device, forward=self.forward, key=key)
 
 
 class Trainer:
@@ -108,18 +162,26 @@ class Trainer:
         if select_head != "mm" and select_head not in model.modalities:
             raise ValueError(f"select_head must be 'mm' or one of {model.modalities}, got {select_head!r}")
         self.select_head = select_head
-        pin = self.device.type == "cuda"
-        self.loaders = {
-            "train": make_loader(splits.train, batch_size=batch_size, shuffle=True, seed=seed,
-                                 num_workers=num_workers, pin_memory=pin),
-            "val": make_loader(splits.val, batch_size=2 * batch_size, shuffle=False, seed=seed,
-                               num_workers=num_workers, pin_memory=pin),
-            "test": make_loader(splits.test, batch_size=2 * batch_size, shuffle=False, seed=seed,
-                                num_workers=num_workers, pin_memory=pin)}
+        loader = partial(make_loader, seed=seed, num_workers=num_workers, pin_memory=self.device.type == "cuda")
+        self.loaders = {"train": loader(splits.train, batch_size=batch_size, shuffle=True),
+                        "val": loader(splits.val, batch_size=2 * batch_size, shuffle=False),
+                        "test": loader(splits.test, batch_size=2 * batch_size, shuffle=False)}
         self.objective.configure(self.model)
         self.optimizer = build_optimizer(self.model, optim)
         self.balancer.setup(self.model, self.optimizer)
         self.total_steps = optim.epochs * len(self.loaders["train"])
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig, model, objective, balancer: Balancer, splits: DatasetSplits,
+                    select_head: str | None = None) -> "Trainer":
+        """A trainer with the optimisation, batching and device settings of ``cfg``."""
+        return cls(model, objective, balancer, splits, optim=cfg.optim, batch_size=cfg.data.batch_size,
+                   seed=cfg.seed, device=cfg.device, amp=cfg.amp, select_head=select_head or cfg.select_head,
+                   num_workers=cfg.data.num_workers, progress=cfg.progress)
+
+    @property
+    def trained(self) -> Trained:
+        return Trained(self.model, self.loaders, self.device, partial(self.balancer.forward, self.model))
 
     # -- one training step ------------------------------------------------------------------
     def _step(self, batch: dict, step: int) -> tuple[dict, dict, dict]:
@@ -163,33 +225,19 @@ class Trainer:
             step += 1
         return {k: (v / count).item() for k, v in sums.items()}, step
 
-    @torch.no_grad()
     def evaluate(self, split: str) -> dict[str, dict[str, float]]:
         """Accuracy, macro-F1 and ECE of every head ("mm" and each modality) on a split."""
-        self.model.eval()
-        logits: dict[str, list] = {}
-        labels = []
-        for batch in self.loaders[split]:
-            batch = to_device(batch, self.device)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                out = self.balancer.forward(self.model, batch)
-            for k, v in out["logits"].items():
-                logits.setdefault(k, []).append(v.float().cpu())
-            labels.append(batch["label"].cpu())
-        y = torch.cat(labels)
-        return {k: head_metrics(torch.cat(v), y, self.model.num_classes) for k, v in logits.items()}
+        return evaluate(self.model, self.loaders[split], self.device, num_classes=self.model.num_classes,
+                        forward=partial(self.balancer.forward, self.model), amp=self.amp)
 
     def fit(self) -> TrainResult:
-        import time
-
         seed_everything(self.seed)
         start = time.perf_counter()
         history: list[dict] = []
         trace: dict[str, list] = {}
         best = {"epoch": -1, "score": -1.0, "state": None}
         step, stale = 0, 0
-        epochs = range(self.optim_cfg.epochs)
-        for epoch in tqdm(epochs, desc="training", disable=not self.progress):
+        for epoch in tqdm(range(self.optim_cfg.epochs), desc="training", disable=not self.progress):
             ctx = EpochContext(epoch=epoch, model=self.model, train_loader=self.loaders["train"],
                                device=self.device, history=history)
             balancer_epoch = {k: float(v) for k, v in self.balancer.on_epoch_start(ctx).items()}
@@ -213,3 +261,19 @@ class Trainer:
         chosen = history[best["epoch"]]
         return TrainResult(history=history, trace=columns, best_epoch=best["epoch"],
                            val=chosen["val"], test=chosen["test"], seconds=time.perf_counter() - start)
+
+
+def seeded_model(cfg: RunConfig, splits: DatasetSplits):
+    """The model of ``cfg``, built right after ``torch.manual_seed(cfg.seed)``: a seed gives its weights."""
+    torch.manual_seed(cfg.seed)
+    return build_model(input_shapes=splits.input_shapes(), num_classes=splits.num_classes,
+                       encoder=cfg.model.encoder, fusion=cfg.model.fusion,
+                       encoder_options=cfg.model.encoder_options, fusion_options=cfg.model.fusion_options)
+
+
+def build_trainer(cfg: RunConfig, splits: DatasetSplits, *, model=None) -> Trainer:
+    """The trainer of ``cfg`` on ``splits``: objective, balancer and (unless given) the seeded model."""
+    objective = OBJECTIVES.create(cfg.objective.name, **cfg.objective.options)
+    balancer = BALANCERS.create(cfg.balancer.name, **cfg.balancer.options)
+    return Trainer.from_config(cfg, model if model is not None else seeded_model(cfg, splits),
+                               objective, balancer, splits)

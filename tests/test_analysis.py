@@ -7,15 +7,15 @@ import pytest
 import torch
 
 from mmbal.analysis import coefficient_averages, fixed_k_from_records
-from mmbal.balancers import build_balancer
+from mmbal.balancers import BALANCERS
 from mmbal.config import OptimConfig
 from mmbal.models import build_model
 from mmbal.objectives import OBJECTIVES
-from mmbal.presets import (ANALYSIS_OPTIMIZERS, FIXED_K_DIGITS, LONG_EPOCHS, Preset, _rows, get_preset)
+from mmbal.presets import ANALYSIS_OPTIMIZERS, FIXED_K_DIGITS, LONG_EPOCHS, ROWS, Preset, get_preset
 from mmbal.probe import fit_probe, linear_probe
 from mmbal.sweep import Cell, run_cell
 from mmbal.tables import load_records, load_runs
-from mmbal.train import build_optimizer
+from mmbal.train import Trained, build_optimizer
 
 RESULTS = Path(__file__).resolve().parent.parent / "book" / "results"
 SHAPES = {"audio": (1, 16, 8), "video": (1, 2, 8, 8)}
@@ -43,16 +43,17 @@ def test_linear_probe_reads_the_named_encoder(one_thread):
     audio = torch.randn(64, *SHAPES["audio"]) + labels[:, None, None, None].float()    # audio holds the label
     batches = [{"audio": audio[i:i + 16], "video": torch.randn(16, *SHAPES["video"]), "label": labels[i:i + 16]}
                for i in range(0, 64, 16)]
-    out = linear_probe(model, batches, batches, ("audio", "video"), torch.device("cpu"))
+    trained = Trained(model, {"train": batches, "test": batches}, torch.device("cpu"), model)
+    out = linear_probe(trained, ("audio", "video"))
     assert out["audio"]["train_accuracy"] > 0.9 > out["video"]["test_accuracy"] - 0.5
     assert out["audio"]["dim"] == model.encode(batches[0])[1]["audio"].shape[1]
-    with pytest.raises(ValueError, match="unknown modality"):
-        linear_probe(model, batches, batches, ("depth",), torch.device("cpu"))
+    with pytest.raises(ValueError, match="unknown modalities"):
+        linear_probe(trained, ("depth",))
 
 
 def test_a_probing_preset_writes_probe_accuracies_into_the_results(tmp_path, one_thread):
     tiny = Preset(name="tiny_probe", title="tiny", dataset="synthetic_av", encoder="small_cnn",
-                  optim=OptimConfig(epochs=1, lr=0.05), methods=_rows(("mlb",)),
+                  optim=OptimConfig(epochs=1, lr=0.05), methods={"mlb": ROWS["mlb"]},
                   data_options={"sizes": (96, 48, 64)}, seeds=(1,), needs_gpu=False, linear_probe=("audio", "video"))
     cell = Cell("tiny_probe", "mlb", "concat", 1)
     record = run_cell(cell, tmp_path / "tiny_probe" / "runs" / cell.filename, preset=tiny)
@@ -61,7 +62,7 @@ def test_a_probing_preset_writes_probe_accuracies_into_the_results(tmp_path, one
     assert max(p["train_accuracy"] for p in probe.values()) > 1 / 6    # above chance (6 classes)
     runs = load_runs(tmp_path, "tiny_probe")
     assert runs.loc[0, "test_probe_video_accuracy"] == probe["video"]["test_accuracy"]
-    regime = dataclasses.replace(tiny, methods=_rows(("ensemble",)))
+    regime = dataclasses.replace(tiny, methods={"ensemble": ROWS["ensemble"]})
     with pytest.raises(ValueError, match="needs one trained model"):
         run_cell(Cell("tiny_probe", "ensemble", "concat", 1), tmp_path / "e.json", preset=regime)
     assert not (tmp_path / "e.json").exists()
@@ -89,7 +90,7 @@ def test_fixed_k_update_form_sets_exactly_its_constants_as_learning_rate_scales(
     torch.manual_seed(0)
     model = build_model(input_shapes=SHAPES, num_classes=4)
     optimizer = build_optimizer(model, OptimConfig())
-    fixed = build_balancer("fixed", coefficients={"audio": 0.7, "video": 1.4}, acts_on="update")
+    fixed = BALANCERS.create("fixed", coefficients={"audio": 0.7, "video": 1.4}, acts_on="update")
     fixed.setup(model, optimizer)
     batch = {"audio": torch.randn(8, *SHAPES["audio"]), "video": torch.randn(8, *SHAPES["video"]),
              "label": torch.arange(8) % 4}

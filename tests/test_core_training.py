@@ -13,8 +13,7 @@ from mmbal.experiments import run
 def mlb_record():
     cfg = RunConfig(data=DataConfig(name="synthetic_av"), balancer=BalancerConfig("mlb", {"alpha": 1.0}),
                     optim=OptimConfig(epochs=6), progress=False)
-    record, _, _ = run(cfg)
-    return record
+    return run(cfg).record
 
 
 def test_short_run_is_well_above_chance(mlb_record):

@@ -104,6 +104,12 @@ def test_cli_dry_run_and_run_validation(tmp_path, capsys):
                  "--shard", "1/2"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 87 // 2 and all(line.startswith("todo") for line in lines)
+    assert main(["table", "sweep", "digits_av", "--dry-run", "--results", str(tmp_path), "--shard", "1/2"]) == 0
+    assert capsys.readouterr().out.strip().splitlines() == lines          # the old spelling is an alias
+    assert main(["table", "show", "cremad_resnet18"]) == 0
+    shown = capsys.readouterr().out
+    assert "run.sh" in shown and "beta_max" in shown and "109" in shown
+    assert main(["table", "summary", "nope"]) == 2 and "unknown preset 'nope'" in capsys.readouterr().err
     assert main(["run", "--preset", "digits_av", "--method", "nope", "--results", str(tmp_path)]) == 2
     assert "valid: unimodal_audio" in capsys.readouterr().err
     assert get_preset("digits_av").fusion == "concat"

@@ -9,8 +9,10 @@ import torch
 
 from mmbal.experiments import write_json
 from mmbal.metrics import expected_calibration_error
+from mmbal.cli import main
+from mmbal.metrics import reliability_bins
 from mmbal.tables import (NOT_RUN, accuracy_table, compare_runs, ece_from_bins, format_pm, load_runs,
-                          paired_difference, paper_table, read_summary, reliability_bins, reproduce_commands,
+                          paired_difference, paper_table, read_summary, reproduce_commands,
                           summarize, write_summary)
 
 
@@ -104,14 +106,13 @@ def test_paired_difference_pairs_by_seed():
 
 def test_reproduce_commands_name_gpus_only_for_gpu_tables():
     cpu = reproduce_commands("digits_av", shards=2)
-    assert cpu[0] == "python -m mmbal sweep --table digits_av --shard 0/2 &" and cpu[-1] == "python -m mmbal table digits_av"
+    assert cpu[0] == "python -m mmbal table sweep digits_av --shard 0/2 &"
+    assert cpu[-1] == "python -m mmbal table summary digits_av"
     gpu = reproduce_commands("cremad_resnet18", shards=2)
     assert gpu[0].startswith("python -m data_scripts.cremad") and gpu[1].startswith("CUDA_VISIBLE_DEVICES=0 ")
 
 
 def test_compare_runs_cell_by_cell_against_the_seed_std(results, tmp_path, capsys):
-    from mmbal.cli import main
-
     rerun = tmp_path / "rerun"
     runs = rerun / "cremad_resnet18" / "runs"
     write_json(record("mlb", "concat", 109, 0.6), runs / "mlb__concat__seed109.json")            # identical
@@ -131,4 +132,5 @@ def test_compare_runs_cell_by_cell_against_the_seed_std(results, tmp_path, capsy
     saved = json.loads(out.read_text())
     assert (saved["cells"], saved["identical"], saved["within_seed_std"]) == (3, 1, 2)
     assert saved["rerun_hardware"] == ["NVIDIA H200 (cuda)"] and len(saved["rows"]) == 3
-    assert main(["compare", "cremad_resnet18", "--results", str(results), "--rerun", str(tmp_path / "none")]) == 2
+    assert main(["table", "compare", "cremad_resnet18", "--results", str(results),
+                 "--rerun", str(tmp_path / "none")]) == 2
