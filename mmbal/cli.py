@@ -1,16 +1,9 @@
-"""Command line: ``list``, ``train`` (one configuration) and ``table`` (a preset's results table).
-
-    python -m mmbal list
-    python -m mmbal train --dataset digits_av --balancer mlb --alpha 0.5 --out run.json
-    python -m mmbal table show digits_av                    # rows, seeds, hyperparameters with sources
-    python -m mmbal table run digits_av --method mlb        # one cell -> one result JSON
-    python -m mmbal table sweep digits_av [--shard 0/2]     # every unfinished cell
-    python -m mmbal table summary digits_av                 # mean ± std -> summary.csv
-    python -m mmbal table compare digits_av --rerun /tmp/rerun
-
-Older spellings still work: ``run --preset NAME``, ``sweep --table NAME``, ``table NAME``,
-``compare NAME``. Results live under ``--results`` (default ``book/results``, relative to the
-working directory).
+"""Command line: ``list``, ``train`` (one configuration) and ``table ACTION NAME`` (a preset's table):
+``show`` (rows, seeds, hyperparameters with sources), ``run`` (one cell), ``sweep`` (every unfinished
+cell, ``--shard i/n``), ``summary`` (mean ± std -> summary.csv), ``compare`` (a re-run against the
+committed runs). Older spellings still work: ``run --preset N``, ``sweep --table N``, ``table N``,
+``compare N``. Results live under ``--results`` (default ``book/results``, relative to the working
+directory).
 """
 from __future__ import annotations
 
@@ -64,45 +57,38 @@ def cmd_list(args) -> int:
     return 0
 
 
-# -- train: one configuration ---------------------------------------------------------------------
-def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    """Flags of ``train`` (dataset, model, method, optimisation)."""
-    g = p.add_argument_group("data")
-    g.add_argument("--dataset", default="digits_av")
-    g.add_argument("--data-root", default=None, help="cache folder written by data_scripts/")
-    g.add_argument("--data-opt", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
-                   help="dataset option, e.g. image_noise=1.0 (repeatable)")
-    g.add_argument("--batch-size", type=int, default=32)
-    g.add_argument("--num-workers", type=int, default=0)
-    g = p.add_argument_group("model")
-    g.add_argument("--encoder", default="small_cnn")
-    g.add_argument("--fusion", default="concat")
-    g.add_argument("--encoder-opt", type=_key_value, action="append", default=[], metavar="KEY=VALUE")
-    g.add_argument("--fusion-opt", type=_key_value, action="append", default=[], metavar="KEY=VALUE")
-    g = p.add_argument_group("method")
-    g.add_argument("--objective", default=None, help="joint | multi_loss (default: the balancer's own)")
-    g.add_argument("--balancer", default="none")
-    g.add_argument("--alpha", type=float, default=None)
-    g.add_argument("--beta-max", type=float, default=None)
-    g.add_argument("--acts-on", choices=("gradient", "update"), default=None,
-                   help="scale the gradient (paper) or the update (learning rate) of a modality")
-    g.add_argument("--balancer-opt", type=_key_value, action="append", default=[], metavar="KEY=VALUE")
-    g.add_argument("--regime", default=None,
-                   help="unimodal | ensemble | uni_pre_frozen | uni_pre_finetuned (default: none)")
-    g.add_argument("--regime-opt", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
-                   help="regime option, e.g. modality=audio (repeatable)")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--optimizer", default="sgd", help="sgd | adam | adamw")
-    g.add_argument("--lr", type=float, default=0.01)
-    g.add_argument("--momentum", type=float, default=0.9)
-    g.add_argument("--weight-decay", type=float, default=1e-4)
-    g.add_argument("--schedule", default="cosine", help="cosine | constant")
-    g.add_argument("--epochs", type=int, default=20)
-    g.add_argument("--early-stop", type=int, default=None)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="auto")
-    g.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
-    g.add_argument("--no-progress", action="store_true")
+KEY_VALUE = dict(type=_key_value, action="append", default=[], metavar="KEY=VALUE")
+TRAIN_FLAGS = {   # flag -> argparse keywords (dataset, model, method, optimisation)
+    "--dataset": dict(default="digits_av"),
+    "--data-root": dict(default=None, help="cache folder written by data_scripts/"),
+    "--data-opt": dict(KEY_VALUE, help="dataset option, e.g. image_noise=1.0 (repeatable)"),
+    "--batch-size": dict(type=int, default=32),
+    "--num-workers": dict(type=int, default=0),
+    "--encoder": dict(default="small_cnn"),
+    "--fusion": dict(default="concat"),
+    "--encoder-opt": KEY_VALUE,
+    "--fusion-opt": KEY_VALUE,
+    "--objective": dict(default=None, help="joint | multi_loss (default: the balancer's own)"),
+    "--balancer": dict(default="none"),
+    "--alpha": dict(type=float, default=None),
+    "--beta-max": dict(type=float, default=None),
+    "--acts-on": dict(choices=("gradient", "update"), default=None,
+                      help="scale the gradient (paper) or the update (learning rate) of a modality"),
+    "--balancer-opt": KEY_VALUE,
+    "--regime": dict(default=None, help="unimodal | ensemble | uni_pre_frozen | uni_pre_finetuned"),
+    "--regime-opt": dict(KEY_VALUE, help="regime option, e.g. modality=audio (repeatable)"),
+    "--optimizer": dict(default="sgd", help="sgd | adam | adamw"),
+    "--lr": dict(type=float, default=0.01),
+    "--momentum": dict(type=float, default=0.9),
+    "--weight-decay": dict(type=float, default=1e-4),
+    "--schedule": dict(default="cosine", help="cosine | constant"),
+    "--epochs": dict(type=int, default=20),
+    "--early-stop": dict(type=int, default=None),
+    "--seed": dict(type=int, default=0),
+    "--device": dict(default="auto"),
+    "--amp": dict(action="store_true", help="bfloat16 autocast on CUDA"),
+    "--no-progress": dict(action="store_true"),
+}
 
 
 def config_from_args(args) -> RunConfig:
@@ -125,23 +111,16 @@ def config_from_args(args) -> RunConfig:
         regime=args.regime, regime_options=dict(args.regime_opt))
 
 
-def summary_table(record: dict) -> str:
-    table = pd.DataFrame(record["test"]).T[["accuracy", "macro_f1", "ece"]]
-    table.index.name = "test head"
-    return table.round(4).to_string()
-
-
 def cmd_train(args) -> int:
     record = run(config_from_args(args)).record
     print(f"best epoch {record['best_epoch'] + 1} (val {record['val']['mm']['accuracy']:.4f}), "
           f"{record['seconds']:.1f} s")
-    print(summary_table(record))
+    print(pd.DataFrame(record["test"]).T[["accuracy", "macro_f1", "ece"]].rename_axis("test head").round(4))
     if args.out:
         print(f"wrote {write_json(record, args.out)}")
     return 0
 
 
-# -- table: a preset's results table ------------------------------------------------------------------
 def cmd_show(args) -> int:
     preset = get_preset(args.name)
     print(f"{preset.name}: {preset.title}")
@@ -263,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="registered datasets, encoders, fusions, objectives, balancers, regimes")
     p = sub.add_parser("train", help="train one model and write a result JSON")
-    add_run_arguments(p)
+    for flag, keywords in TRAIN_FLAGS.items():
+        p.add_argument(flag, **keywords)
     p.add_argument("--out", default=None, help="result JSON path")
     p = sub.add_parser("table", help=f"a preset's results table: {' | '.join(TABLE_ACTIONS)} NAME")
     add_table_parsers(p.add_subparsers(dest="action", required=True), ", ".join(PRESETS))

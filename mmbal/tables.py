@@ -66,10 +66,7 @@ def run_row(record: dict[str, Any], path: str | Path = "") -> dict[str, Any]:
 
 def _fold(cfg: dict[str, Any]):
     options = cfg["data"].get("options", {})
-    for key in ("fold", "split"):
-        if key in options:
-            return options[key]
-    return None
+    return next((options[key] for key in ("fold", "split") if key in options), None)
 
 
 def load_runs(results: str | Path, table: str, *, fast: bool = False) -> pd.DataFrame:

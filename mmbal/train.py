@@ -30,12 +30,6 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "constant")
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def set_threads(threads: int | None, device: str = "auto") -> None:
     """CPU runs default to 1 torch thread: with shared cores, more threads are much slower."""
     if threads is None and (device == "cpu" or (device == "auto" and not torch.cuda.is_available())):
@@ -231,7 +225,9 @@ class Trainer:
                         forward=partial(self.balancer.forward, self.model), amp=self.amp)
 
     def fit(self) -> TrainResult:
-        seed_everything(self.seed)
+        random.seed(self.seed)
+        np.random.seed(self.seed % 2**32)
+        torch.manual_seed(self.seed)
         start = time.perf_counter()
         history: list[dict] = []
         trace: dict[str, list] = {}
