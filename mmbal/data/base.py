@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mmbal.registry import Registry
 
@@ -26,6 +27,7 @@ class MultimodalDataset(Dataset):
     modalities: tuple[str, ...] = ("audio", "video")
     num_classes: int
     class_names: list[str]
+    epoch: int = 0
 
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         """Per-sample tensor shape of each modality (no batch dimension)."""
@@ -33,7 +35,8 @@ class MultimodalDataset(Dataset):
         return {m: tuple(sample[m].shape) for m in self.modalities}
 
     def set_epoch(self, epoch: int) -> None:
-        """Called by the trainer before each training epoch (re-pairing, seeded augmentation)."""
+        """Called by the trainer before each training epoch (re-pairing, seeded augmentation, batch order)."""
+        self.epoch = int(epoch)
 
     def labels(self) -> torch.Tensor:
         """All labels of the split, shape (N,). Subclasses may override with a faster version."""
@@ -63,14 +66,29 @@ class DatasetSplits:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
 
 
+class EpochSampler(Sampler[int]):
+    """Epoch e's order: a permutation seeded by (seed, e) alone (e from ``set_epoch``), so neither the worker
+    count nor an iterator started and dropped (as tqdm does) changes the batches."""
+
+    def __init__(self, dataset: MultimodalDataset, seed: int):
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self):   # the last key keeps this stream apart from every sample's (seed, e, i)
+        rng = np.random.default_rng([self.seed & 0xFFFFFFFF, getattr(self.dataset, "epoch", 0), 0xFFFFFFFF])
+        return iter(rng.permutation(len(self.dataset)).tolist())
+
+
 def make_loader(dataset: MultimodalDataset, *, batch_size: int, shuffle: bool, seed: int,
                 num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
-    """A seeded DataLoader: the same seed gives the same batch order.
+    """A seeded DataLoader whose batches depend on (seed, epoch) only, whatever ``num_workers``.
 
     Workers are not persistent: each epoch's workers copy the dataset after ``set_epoch``, so
-    per-epoch re-pairing and seeded augmentation reach them.
+    per-epoch re-pairing and seeded augmentation reach them; a sample's randomness must come from
+    (seed, epoch, index), never from a worker's RNG stream.
     """
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                      num_workers=num_workers, pin_memory=pin_memory, drop_last=False,
-                      persistent_workers=False)
+    return DataLoader(dataset, batch_size=batch_size, sampler=EpochSampler(dataset, seed) if shuffle else None,
+                      generator=torch.Generator().manual_seed(seed), num_workers=num_workers,
+                      pin_memory=pin_memory, drop_last=False, persistent_workers=False)
