@@ -2,15 +2,20 @@
 
 Steps: ``download`` (only when asked) -> ``verify`` -> ``prepare`` (writes the cache) -> ``report``;
 ``all`` runs verify, prepare and report (and download first with ``--download``).
-Exit codes: 0 usable, 1 unusable (no usable clip, an empty split, incomplete cache), 2 missing or
-wrongly laid-out folder / bad option, 3 download failed.
+Exit codes: 0 usable, 1 unusable (no usable clip, an empty split, incomplete or damaged cache), 2 missing
+or wrongly laid-out folder / unwritable cache folder / bad option, 3 download failed, 128 + the signal
+(130 Ctrl-C, 143 SIGTERM) when stopped: one line, the worker pool ended, the cache resumable.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import os
+import shlex
+import signal
 import sys
+import tempfile
+import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +76,30 @@ def print_skipped(rows: list[dict], *, show: int, where: str | None) -> None:
             print(f"            ... and {len(items) - show:,} more" + (f" (all listed in {where})" if where else ""))
 
 
+def unwritable(folder: Path) -> str | None:
+    """Why ``folder`` cannot take a cache (one line), or None once it exists and a probe file could be written."""
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        return f"cannot write the cache folder {folder}: {existing} is a file, not a folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        return f"cannot write the cache folder {folder}: {err.strerror or err}"
+    return None
+
+
+def rebuild_command(spec: Spec, args) -> str:
+    """The ``all`` command that rebuilds this cache: --raw and the options that shape it (not --workers, ...)."""
+    parts = [f"data_scripts.{spec.name}", "all", "--raw", str(Path(args.raw).resolve())]
+    for action in args.shaping:
+        value = getattr(args, action.dest)
+        if value != action.default:
+            text = "x".join(map(str, value)) if isinstance(value, tuple) else str(value)
+            parts += [action.option_strings[0], str(Path(text).resolve()) if action.dest.endswith("file") else text]
+    return "python -m " + shlex.join(parts)
+
+
 def cmd_verify(spec: Spec, args) -> tuple[int, ScanResult | None]:
     print(f"{spec.title}: verifying {args.raw}")
     try:
@@ -114,7 +143,8 @@ def cmd_prepare(spec: Spec, args) -> int:
         result = run_prepare(args.cache, dataset=spec.name, scan=scan, process=spec.process, config=config,
                              frames_shape=frames_shape, audio_shape=audio_shape, make_splits=splitter,
                              class_names=spec.class_names(scan), workers=args.workers, force=args.force,
-                             retry_skipped=args.retry_skipped, progress=not args.no_progress)
+                             retry_skipped=args.retry_skipped, progress=not args.no_progress,
+                             rebuild=rebuild_command(spec, args))
     except (UnusableError, ValueError, FileNotFoundError) as err:
         print(f"{spec.title}: UNUSABLE - {err}", file=sys.stderr)
         return EXIT_UNUSABLE
@@ -173,8 +203,23 @@ def _frame_size(text: str) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--frame-size wants HxW, e.g. 240x320, got {text!r}") from None
+        h = w = 0
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"wants HxW with positive sizes, e.g. 240x320, got {text!r}")
     return h, w
+
+
+def at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``low``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"wants an integer >= {low}, got {text!r}")
+        return value
+    return parse
 
 
 def build_parser(spec: Spec) -> argparse.ArgumentParser:
@@ -184,11 +229,11 @@ def build_parser(spec: Spec) -> argparse.ArgumentParser:
                         help=f"the dataset as downloaded (default: {home / 'raw'}; $MMBAL_DATA moves it)")
     common.add_argument("--cache", type=Path, default=home / "cache",
                         help=f"the cache folder the loaders read (default: {home / 'cache'})")
-    common.add_argument("--show", type=int, default=20, help="clip names shown per skip reason (all go to a .csv)")
+    common.add_argument("--show", type=at_least(0), default=20, help="clip names shown per skip reason (all go to a .csv)")
     common.add_argument("--no-progress", action="store_true", help="no progress bars")
     common.add_argument("--strict", action="store_true", help="exit 1 if any file has a problem")
     prep = argparse.ArgumentParser(add_help=False)
-    prep.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="decoding processes (0 = in-process)")
+    prep.add_argument("--workers", type=at_least(0), default=min(8, os.cpu_count() or 1), help="decoding processes (0 = in-process)")
     prep.add_argument("--frame-size", type=_frame_size, default=(240, 320), help="stored HxW of each frame (default 240x320)")
     prep.add_argument("--force", action="store_true", help="rebuild the cache from scratch")
     prep.add_argument("--retry-skipped", action="store_true", help="retry clips that failed in an earlier run")
@@ -200,19 +245,43 @@ def build_parser(spec: Spec) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="STEP")
     sub.add_parser("download", parents=[common, dl], help="fetch the raw dataset into --raw (network; only when asked)")
     sub.add_parser("verify", parents=[common], help="check layout, counts, Git-LFS pointers and every media header")
-    sub.add_parser("prepare", parents=[common, prep], help="verify, then decode into the cache (resumable, atomic)")
-    sub.add_parser("report", parents=[common], help="summarise a finished cache: sizes, splits, everything left out")
+    sub.add_parser("prepare", parents=[common, prep],
+                   help="verify, then decode into the cache (resumable, atomic; repairs a damaged cache)")
+    sub.add_parser("report", parents=[common],
+                   help="summarise a finished cache: sizes, splits, everything left out (or what is damaged)")
     p_all = sub.add_parser("all", parents=[common, prep, dl], help="verify + prepare + report (download too with --download)")
     p_all.add_argument("--download", action="store_true", help="run the download step first")
     for name, (help_text, add_args, _) in spec.extra_commands.items():
         add_args(sub.add_parser(name, parents=[common], help=help_text))
+    parser.set_defaults(shaping=[a for a in prep._actions                  # the options that shape a cache
+                                 if a.dest not in ("help", "workers", "force", "retry_skipped")])
     return parser
 
 
+def _stop(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(spec: Spec, argv: list[str] | None = None) -> int:
+    """Run one step; SIGTERM and Ctrl-C end it with one line (and the worker pool), leaving a resumable cache."""
     args = build_parser(spec).parse_args(argv)
     commands = {"download": cmd_download, "verify": lambda s, a: cmd_verify(s, a)[0], "prepare": cmd_prepare,
                 "report": cmd_report, "all": cmd_all}
-    if args.command in spec.extra_commands:
-        return spec.extra_commands[args.command][2](args)
-    return commands[args.command](spec, args)
+    if args.command in ("verify", "prepare", "all") and (why := unwritable(Path(args.cache))):
+        print(f"error: {why}", file=sys.stderr)
+        return EXIT_LAYOUT
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop) if main_thread else None
+    try:
+        if args.command in spec.extra_commands:
+            return spec.extra_commands[args.command][2](args)
+        return commands[args.command](spec, args)
+    except KeyboardInterrupt as err:
+        name = str(err) or "SIGINT"
+        kept = f" in {args.cache / '.work'}" if args.command in ("prepare", "all") else ""
+        print(f"{spec.title}: stopped by {name}; the work done so far is kept{kept}: rerun the same command "
+              "to resume", file=sys.stderr)
+        return 128 + signal.Signals[name].value
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

@@ -74,6 +74,39 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def check_sha256(path: Path, expected: str | None, *, pin: str) -> Path:
+    """Check a downloaded or reused file against its pinned sha256; ``pin`` names the constant holding it.
+
+    ``expected=None`` means no checksum is published: the digest is printed for the user to compare.
+    """
+    digest = sha256(path)
+    if expected is None:
+        print(f"note: no sha256 is published for {path.name}; this copy has sha256 {digest}. Compare it with "
+              f"another copy (a second download, a colleague's); to pin it, set {pin} = \"{digest}\"")
+    elif digest != expected:
+        raise DownloadError(f"{path} has sha256 {digest}, not the pinned {expected} ({pin}): a damaged or "
+                            "incomplete download, a quota page, or a changed upstream file; delete it and "
+                            "download again")
+    return path
+
+
+def fetch_pinned(url: str, dest: Path, expected: str | None, *, pin: str, **options) -> Path:
+    """``fetch`` + ``check_sha256``, also when ``dest`` already exists; a fresh download that fails is deleted."""
+    reused = Path(dest).exists()
+    path = fetch(url, dest, **options)
+    try:
+        return check_sha256(path, expected, pin=pin)
+    except DownloadError:
+        if not reused:
+            path.unlink()
+        raise
+
+
+def has_pointers(paths) -> bool:
+    """True when any of ``paths`` is a Git-LFS pointer instead of media."""
+    return any(lfs_pointer(p) is not None for p in paths)
+
+
 def resolve_pointer(path: Path, rel: str, bases: list[str], *, insecure: bool = False) -> str | None:
     """Replace a Git-LFS pointer by its media, trying each base URL; None on success, else the error."""
     info = lfs_pointer(path)

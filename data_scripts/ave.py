@@ -6,6 +6,8 @@ as MLB does) and the segment's 16 kHz audio tiled to 10 s -> log PSD (scipy-styl
 """
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -13,8 +15,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data_scripts._common import Spec, main
-from data_scripts._download import DownloadError, extract, fetch, lift_single_folder
+from data_scripts._common import Spec, at_least, main
+from data_scripts._download import DownloadError, check_sha256, extract, fetch_pinned, has_pointers, lift_single_folder
 from data_scripts.cache import Clip, LayoutError, ScanResult
 from data_scripts.media import AVE_AUDIO, MediaError, ave_spectrogram, media_problem, read_audio_track, \
     read_frames_1fps, resample
@@ -25,14 +27,16 @@ N_VIDEOS = 4143
 
 DRIVE_ID = "1FjKwe79e0u96vdjIVwfRQ1V6SoDHe7kK"   # the AVE_Dataset link in the YapengTian/AVE-ECCV18 README
 ARCHIVE_URL = f"https://drive.usercontent.google.com/download?id={DRIVE_ID}&export=download&confirm=t"
+ARCHIVE_SHA256 = None    # AVE_Dataset.zip: no checksum is published (README, Drive): download prints it
 
 DESCRIPTION = f"""AVE (Tian et al. 2018; 4,143 ten-second YouTube clips, 28 events) for the MLB protocol.
 
 Steps (each resumable; a second run does only what is missing):
   download  fetch AVE_Dataset.zip from the Google-Drive link in the AVE-ECCV18 README,
             https://drive.google.com/open?id={DRIVE_ID},
-            and unpack it into --raw. If Drive refuses (quota, login page), download it in a
-            browser and pass --archive <file>.
+            and unpack it into --raw (also over videos that are Git-LFS pointers). If Drive
+            refuses (quota, login page), download it in a browser and pass --archive <file>.
+            No checksum is published for the archive: its sha256 is printed to compare.
             No licence is stated (YouTube content): research use, do not redistribute.
   verify    check <raw>/AVE/*.mp4, Annotations.txt, trainSet.txt, valSet.txt, testSet.txt;
             parse the lists ("Category&VideoID&Quality&Start&End"); keep the first line of a
@@ -49,7 +53,8 @@ Steps (each resumable; a second run does only what is missing):
 
 Typical run (estimates: download 5-30 min for a few GB, prepare 15-30 min on 8 cores, cache ~6 GB):
   python -m data_scripts.ave all --download --raw ~/mmbal_data/ave/raw --cache ~/mmbal_data/ave/cache
-Exit codes: 0 usable, 1 unusable, 2 missing folder or wrong layout, 3 download failed.
+Exit codes: 0 usable, 1 unusable, 2 missing folder, wrong layout or unwritable cache, 3 download
+failed, 130 / 143 stopped by Ctrl-C / SIGTERM (rerun the same command to resume).
 """
 
 
@@ -177,21 +182,28 @@ def official_splits(clips: list[Clip], lists: dict[str, list[str]]) -> dict:
 
 
 def download(args) -> None:
+    """Fetch and unpack AVE_Dataset.zip; skipped when the media are there (and none is a Git-LFS pointer)."""
     raw: Path = args.raw
-    if (raw / "Annotations.txt").exists() and (raw / "AVE").is_dir():
+    if (raw / "Annotations.txt").exists() and (raw / "AVE").is_dir() and not has_pointers((raw / "AVE").glob("*.mp4")):
         print(f"AVE already unpacked in {raw}; nothing to download")
         return
-    source = args.archive or ARCHIVE_URL
+    source, pin = args.archive or ARCHIVE_URL, "data_scripts.ave.ARCHIVE_SHA256"
     if Path(source).exists():
-        archive = Path(source)
+        archive = check_sha256(Path(source), ARCHIVE_SHA256, pin=pin)
     else:
-        archive = fetch(source, raw / "_download" / "AVE_Dataset.zip", progress=not args.no_progress)
+        archive = fetch_pinned(source, raw / "_download" / "AVE_Dataset.zip", ARCHIVE_SHA256, pin=pin,
+                               progress=not args.no_progress)
     print(f"unpacking {archive} into {raw}")
+    unpacked = raw / "_download" / "unpacked"
     try:
-        extract(archive, raw)
+        extract(archive, unpacked)
     except Exception as err:  # noqa: BLE001 - a bad zip from a quota page, typically
         raise DownloadError(f"cannot unpack {archive}: {err}") from None
-    lift_single_folder(raw, "Annotations.txt")
+    lift_single_folder(unpacked, "Annotations.txt")
+    for f in sorted(p for p in unpacked.rglob("*") if p.is_file()):     # over what is there (pointers included)
+        (raw / f.relative_to(unpacked)).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(f, raw / f.relative_to(unpacked))
+    shutil.rmtree(unpacked)
 
 
 def add_download_options(p) -> None:
@@ -199,7 +211,7 @@ def add_download_options(p) -> None:
 
 
 def add_prepare_options(p) -> None:
-    p.add_argument("--min-saved", type=int, default=10,
+    p.add_argument("--min-saved", type=at_least(0), default=10,
                    help="MLB tops each segment up to this many frames before taking the first 4 (default 10, "
                         "as MLB; 4 keeps true 1-fps frames whenever a segment spans 4 seconds)")
 

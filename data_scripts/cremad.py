@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data_scripts._common import EXIT_OK, EXIT_UNUSABLE, SPLITS_DIR, Spec, main
-from data_scripts._download import DownloadError, fetch, resolve_pointers
+from data_scripts._common import EXIT_OK, EXIT_UNUSABLE, SPLITS_DIR, Spec, at_least, main
+from data_scripts._download import DownloadError, fetch_pinned, resolve_pointers
 from data_scripts.cache import Clip, LayoutError, ScanResult
 from data_scripts.media import CREMAD_AUDIO, MediaError, cremad_spectrogram, media_problem, read_frames_1fps, \
     read_wav, resample, stft_shape
@@ -45,6 +45,8 @@ MEDIA_URLS = ["https://media.githubusercontent.com/media/CheyneyComputerScience/
               "https://gitlab.com/cs-cooper-lab/crema-d-mirror/-/raw/main"]
 MLB_FOLDS_URL = ("https://raw.githubusercontent.com/kkontras/MLB/68ad48d45fe001499e1506fa9e36a793ef0e5d84/"
                  "datasets/CREMAD/data_splits_VALV.pkl")
+# sha256 of that file (727,685 bytes of JSON despite the .pkl name), computed from the repository's git objects
+MLB_FOLDS_SHA256 = "ca30f311a8729acaa3a23d44b59a9ce47759aac81e03b096dbd0626fae639341"
 FOLDS_FILE = SPLITS_DIR / "cremad_folds.json"
 FOLDS_RULE = ("actor-disjoint folds: numpy default_rng(0).permutation of the 91 sorted actor ids (1001-1091), "
               "cut into 5 blocks of 14; fold k tests on block k, validates on block k+1 (mod 5), trains on "
@@ -58,7 +60,7 @@ Steps (each resumable; a second run does only what is missing):
             GitLab mirror when GitHub's LFS quota is exhausted; each file is checked against the
             sha256 in its pointer. About 3.6 GB. Only runs when you ask for it.
   verify    check the layout (<raw>/AudioWAV, <raw>/VideoFlash), the file names, the count
-            (7,442), Git-LFS pointers left in place, truncated WAVs and unreadable videos. Every
+            (7,442), Git-LFS pointers left in place, truncated WAVs, unreadable or truncated videos. Every
             file left out is named; the list goes to <cache>/verify.csv.
   prepare   decode each clip into the cache: 3 frames at 1 fps (first frame of each second,
             topped up to 3 with seeded extra frames as MLB does), stored as uint8; audio
@@ -71,11 +73,13 @@ Steps (each resumable; a second run does only what is missing):
   report    sizes, folds, clips left out and why.
   all       verify + prepare + report (add --download to fetch first).
   splits    regenerate data_scripts/splits/cremad_folds.json (--write) or check it.
-  fetch-mlb-folds  download MLB's data_splits_VALV (5,820-clip subset) for --folds mlb.
+  fetch-mlb-folds  download MLB's data_splits_VALV (5,820-clip subset) for --folds mlb,
+            checked against the sha256 of the file at the pinned commit.
 
 Typical run (estimates: download 10-40 min, prepare 10-20 min on 8 cores, cache ~5 GB):
   python -m data_scripts.cremad all --download --raw ~/mmbal_data/cremad/raw --cache ~/mmbal_data/cremad/cache
-Exit codes: 0 usable, 1 unusable, 2 missing folder or wrong layout, 3 download failed.
+Exit codes: 0 usable, 1 unusable, 2 missing folder, wrong layout or unwritable cache, 3 download
+failed, 130 / 143 stopped by Ctrl-C / SIGTERM (rerun the same command to resume).
 """
 
 
@@ -166,7 +170,7 @@ def speaker_folds(actors, *, seed: int = FOLD_SEED, n_folds: int = N_FOLDS) -> d
     91 CREMA-D actors every fold is 63 / 14 / 14 and the 5 test blocks are disjoint (like VAVL's folds).
     """
     actors = sorted(str(a) for a in actors)
-    block = max(1, round(len(actors) * 14 / 91))
+    block = _block(len(actors))
     if n_folds * block > len(actors) or len(actors) - 2 * block < 1:
         raise ValueError(f"{len(actors)} actors are too few for {n_folds} folds of {block} test actors")
     perm = [actors[i] for i in np.random.default_rng(seed).permutation(len(actors))]
@@ -178,12 +182,25 @@ def speaker_folds(actors, *, seed: int = FOLD_SEED, n_folds: int = N_FOLDS) -> d
     return folds
 
 
+def _block(n_actors: int) -> int:
+    return max(1, round(n_actors * 14 / 91))
+
+
+def from_data_rule(actors) -> str:
+    """The ``--folds from-data`` rule in words, with the numbers of the actors present."""
+    actors, block = sorted(actors), _block(len(actors))
+    return (f"actor-disjoint folds: numpy default_rng({FOLD_SEED}).permutation of the {len(actors)} sorted ids of "
+            f"the actors with a usable clip ({', '.join(actors)}), cut into {N_FOLDS} blocks of {block}; fold k "
+            f"tests on block k, validates on block k+1 (mod {N_FOLDS}), trains on the other "
+            f"{len(actors) - 2 * block} actors. MLB runs folds 0, 1, 2 with seeds 109, 19, 337.")
+
+
 def splits_from_actor_folds(clips: list[Clip], actor_folds: dict, *, rule: str) -> dict:
     """Clip-level splits from actor-level folds; an actor missing from the folds is an error."""
     known = {a for parts in actor_folds.values() for ids in parts.values() for a in ids}
     unknown = sorted({c.group for c in clips} - known)
     if unknown:
-        raise ValueError(f"actors {', '.join(unknown)} are not in the fold file; use the from-data rule")
+        raise ValueError(f"actors {', '.join(unknown)} are not in the fold file; pass --folds from-data")
     folds = {f: {part: sorted(c.clip for c in clips if c.group in set(ids)) for part, ids in parts.items()}
              for f, parts in actor_folds.items()}
     return {"rule": rule, "folds": folds, "actor_folds": actor_folds}
@@ -226,7 +243,7 @@ def download(args) -> None:
 
 def add_download_options(p) -> None:
     p.add_argument("--media-url", action="append", help="base URL of the LFS media (repeatable; default: GitHub, then the GitLab mirror)")
-    p.add_argument("--download-workers", type=int, default=8, help="parallel downloads")
+    p.add_argument("--download-workers", type=at_least(1), default=8, help="parallel downloads")
 
 
 def add_prepare_options(p) -> None:
@@ -246,11 +263,19 @@ def splitter(args, found: ScanResult):
             raise FileNotFoundError(f"{path} not found; run: python -m data_scripts.cremad fetch-mlb-folds --cache {args.cache}")
         vavl = json.loads(open(path).read())
         return lambda clips: splits_from_mlb(clips, vavl)
-    if args.folds == "from-data":
-        folds, rule = speaker_folds({c.group for c in found.clips}), FOLDS_RULE.replace("91", "present")
-    else:
-        folds, rule = json.loads(FOLDS_FILE.read_text())["folds"], FOLDS_RULE
-    return lambda clips: splits_from_actor_folds(clips, folds, rule=rule)
+    if args.folds == "from-data":                       # actors with a clip that prepared fine, only
+        speaker_folds({c.group for c in found.usable()})   # too few actors: fail before decoding
+        return lambda clips: splits_from_actor_folds(clips, speaker_folds({c.group for c in clips}),
+                                                     rule=from_data_rule({c.group for c in clips}))
+    folds = json.loads(FOLDS_FILE.read_text())["folds"]
+    usable = found.usable()
+    empty = [f"fold {f} {p}" for f, parts in splits_from_actor_folds(usable, folds, rule="")["folds"].items()
+             for p, ids in parts.items() if not ids]
+    if empty:                                           # checked before decoding, not after
+        raise ValueError(f"the committed folds (91 actors) leave {', '.join(empty)} empty with the "
+                         f"{len({c.group for c in usable})} actors present; on a partial dataset pass "
+                         "--folds from-data")
+    return lambda clips: splits_from_actor_folds(clips, folds, rule=FOLDS_RULE)
 
 
 def committed_folds_text() -> str:
@@ -280,7 +305,8 @@ def cmd_splits(args) -> int:
 def cmd_fetch_mlb(args) -> int:
     dest = args.cache / "mlb_data_splits_VALV.json"
     try:
-        fetch(MLB_FOLDS_URL, dest, progress=not args.no_progress)
+        fetch_pinned(MLB_FOLDS_URL, dest, MLB_FOLDS_SHA256, pin="data_scripts.cremad.MLB_FOLDS_SHA256",
+                     progress=not args.no_progress)
     except DownloadError as err:
         print(f"download failed: {err}", file=sys.stderr)
         return 3

@@ -24,6 +24,7 @@ import torchaudio
 
 LFS_MAGIC = b"version https://git-lfs"
 LOG_EPS = 1e-7
+TRUNCATION_RATIO = 0.75      # a video decoding to fewer than 75 % of the frames its header declares is truncated
 
 # CREMA-D: librosa.load(sr=22050), tile x3, cut to 3 s, stft(n_fft=512, hop=353) -> 257 x 188
 CREMAD_AUDIO = {"sample_rate": 22050, "seconds": 3.0, "n_fft": 512, "hop": 353, "tile": True}
@@ -99,7 +100,7 @@ def media_problem(path: str | Path, *, kind: str) -> str | None:
                 return problem
             sf.info(str(path))
         else:
-            probe(path)
+            return _truncated_video(path, probe(path))
     except MediaError as err:
         return str(err)
     except Exception as err:  # noqa: BLE001 - soundfile / av raise many types
@@ -161,6 +162,20 @@ def probe(path: str | Path) -> VideoInfo:
                          vs.codec_context.height)
 
 
+def _truncated_video(path: Path, info: VideoInfo) -> str | None:
+    """Count the video packets (demuxed, not decoded: cheap); far fewer than the header declares = truncated."""
+    n = 0
+    with _open(path) as container:
+        try:
+            for packet in container.demux(container.streams.video[0]):
+                n += packet.size > 0
+        except Exception:  # noqa: BLE001 - a cut-off stream may end in a demuxer error: count what came before
+            pass
+    if info.expected_frames and n < TRUNCATION_RATIO * info.expected_frames:
+        return f"{path}: truncated video (holds {n} of the {info.expected_frames} frames its header declares)"
+    return None
+
+
 def read_audio_track(path: str | Path, *, mix: str = "mean") -> tuple[np.ndarray, int] | None:
     """The first audio stream of a video file as float32 (N,) and its rate; None if there is none.
 
@@ -218,7 +233,7 @@ class Frames:
 
 def read_frames_1fps(path: str | Path, *, n_frames: int, size: tuple[int, int], seed_key: str,
                      min_saved: int = 0, first_second: int = 0, last_second: int | None = None,
-                     truncation_ratio: float = 0.75) -> Frames:
+                     truncation_ratio: float = TRUNCATION_RATIO) -> Frames:
     """MLB's frame extraction: the 1-fps frames of seconds [first, last] (inclusive), topped up, first T.
 
     Topping up (MLB's ``min_save_frame``) adds frames drawn uniformly from frame indices

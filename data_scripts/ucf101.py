@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from data_scripts._common import EXIT_OK, EXIT_UNUSABLE, SPLITS_DIR, Spec, main
-from data_scripts._download import extract, fetch, lift_single_folder
+from data_scripts._download import check_sha256, extract, fetch_pinned, has_pointers, lift_single_folder
 from data_scripts.cache import Clip, LayoutError, ScanResult
 from data_scripts.media import UCF101_AUDIO, MediaError, media_problem, probe, read_audio_track, read_frames_1fps, \
     resample, stft_shape, ucf101_spectrogram
@@ -30,6 +30,9 @@ CLIP = re.compile(r"^v_(?P<cls>[A-Za-z]+)_g(?P<group>\d{2})_c(?P<clip>\d{2})$")
 
 VIDEOS_URL = "https://www.crcv.ucf.edu/data/UCF101/UCF101.rar"
 LISTS_URL = "https://www.crcv.ucf.edu/data/UCF101/UCF101TrainTestSplits-RecognitionTask.zip"
+VIDEOS_SHA256 = None     # UCF101.rar: no checksum is published (crcv.ucf.edu); download prints the sha256 to compare
+# the lists zip (113,943 bytes) as pinned by TensorFlow Datasets (tensorflow_datasets/url_checksums/ucf101.txt)
+LISTS_SHA256 = "5c0d1a53b8ed364a2ac830a73f405e51bece7d98ce1254fd19ed4a36b224bd27"
 VAL_FILE = SPLITS_DIR / "ucf101_val_groups.json"
 TEST_GROUPS = {"1": range(1, 8), "2": range(8, 15), "3": range(15, 22)}   # official: g01-07, g08-14, g15-21
 VAL_RULE = ("for split k and class index c (classInd.txt, 1-101): the training groups are g01-g25 minus "
@@ -42,7 +45,8 @@ Steps (each resumable; a second run does only what is missing):
   download  fetch UCF101.rar (~6.5 GB) and the official split lists zip from crcv.ucf.edu and
             unpack them into --raw (the .rar needs unrar, 7z, bsdtar or unar on PATH). Pass
             --archive / --lists-archive for local copies, --insecure if the server's TLS
-            certificate has expired again.
+            certificate has expired again. The lists zip is checked against the sha256
+            TensorFlow Datasets pins; none is published for UCF101.rar: it is printed.
   verify    check <raw>/UCF-101/<Class>/v_*.avi and <raw>/ucfTrainTestlist (classInd.txt,
             trainlist0k.txt, testlist0k.txt), find every listed clip (case-insensitively:
             HandstandPushups), probe each for an audio track. The class list is determined
@@ -60,7 +64,8 @@ Steps (each resumable; a second run does only what is missing):
 
 Typical run (estimates: download 15-60 min, verify ~2 min, prepare 20-40 min on 8 cores, cache ~6 GB):
   python -m data_scripts.ucf101 all --download --raw ~/mmbal_data/ucf101/raw --cache ~/mmbal_data/ucf101/cache
-Exit codes: 0 usable, 1 unusable, 2 missing folder or wrong layout, 3 download failed.
+Exit codes: 0 usable, 1 unusable, 2 missing folder, wrong layout or unwritable cache, 3 download
+failed, 130 / 143 stopped by Ctrl-C / SIGTERM (rerun the same command to resume).
 """
 
 
@@ -215,17 +220,23 @@ def group_splits(clips: list[Clip], lists: dict, val: dict[str, dict[int, list[s
             "folds": folds, "val_groups": {k: {str(i): g for i, g in v.items()} for k, v in val.items()}}
 
 
+def _archive(args, local: str | None, url: str, name: str, expected: str | None, pin: str) -> Path:
+    """A local archive or a download, checked against its pinned sha256 either way."""
+    if local:
+        return check_sha256(Path(local), expected, pin=f"data_scripts.ucf101.{pin}")
+    return fetch_pinned(url, args.raw / "_download" / name, expected, pin=f"data_scripts.ucf101.{pin}",
+                        insecure=args.insecure, progress=not args.no_progress)
+
+
 def download(args) -> None:
     raw: Path = args.raw
-    if not (raw / "UCF-101").is_dir():
-        rar = Path(args.archive) if args.archive else fetch(VIDEOS_URL, raw / "_download" / "UCF101.rar",
-                                                           insecure=args.insecure, progress=not args.no_progress)
+    if not (raw / "UCF-101").is_dir() or has_pointers(raw.glob("UCF-101/*/*.avi")):
+        rar = _archive(args, args.archive, VIDEOS_URL, "UCF101.rar", VIDEOS_SHA256, "VIDEOS_SHA256")
         print(f"unpacking {rar} into {raw} (several minutes)")
         extract(rar, raw)
     if not (raw / "ucfTrainTestlist" / "classInd.txt").exists():
-        z = Path(args.lists_archive) if args.lists_archive else fetch(
-            LISTS_URL, raw / "_download" / "UCF101TrainTestSplits-RecognitionTask.zip", insecure=args.insecure,
-            progress=not args.no_progress)
+        z = _archive(args, args.lists_archive, LISTS_URL, "UCF101TrainTestSplits-RecognitionTask.zip",
+                     LISTS_SHA256, "LISTS_SHA256")
         extract(z, raw)
         lift_single_folder(raw, "ucfTrainTestlist")
     print(f"UCF101 in {raw}")

@@ -1,6 +1,8 @@
 """AVE: data_scripts.ave on a tiny fabricated folder (AVE/*.mp4, Annotations.txt, official-style lists)."""
+import hashlib
 import json
 import shutil
+import zipfile
 
 import numpy as np
 import pytest
@@ -86,3 +88,28 @@ def test_loader(cache):
     s = splits.train[0]
     assert s["audio"].shape == (1, 257, 1004) and s["video"].shape == (3, 4, 16, 16)
     assert s["label"].dtype == torch.int64
+
+
+def test_the_git_lfs_hint_names_a_download_that_replaces_the_pointers(raw, tmp_path, capsys):
+    """An AVE folder whose videos are Git-LFS pointers: verify's hint is a command that fetches the media
+    (here from a local copy of the archive, as AVE_Dataset.zip unpacks: one top folder)."""
+    zipped = tmp_path / "AVE_Dataset.zip"
+    with zipfile.ZipFile(zipped, "w") as z:
+        for f in sorted(p for p in raw.rglob("*") if p.is_file()):
+            z.write(f, f"AVE_Dataset/{f.relative_to(raw)}")
+    checkout = tmp_path / "raw"
+    shutil.copytree(raw, checkout)
+    video = checkout / "AVE" / f"{fabricate.AVE_FAKE_IDS[3]}.mp4"
+    video.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:4d7a\nsize 1000000\n")
+    assert run("verify", "--raw", checkout, "--cache", tmp_path / "c", "--no-progress") == 0
+    hint = f"python -m data_scripts.ave download --raw {checkout}"
+    assert f"hint: fetch the media of the Git-LFS pointers with: {hint}" in capsys.readouterr().out
+    assert run(*hint.split()[3:], "--archive", zipped, "--no-progress") == 0
+    out = capsys.readouterr().out
+    digest = hashlib.sha256(zipped.read_bytes()).hexdigest()
+    assert "nothing to download" not in out and f"this copy has sha256 {digest}" in out
+    assert video.read_bytes() == (raw / "AVE" / video.name).read_bytes() and not (checkout / "AVE_Dataset").exists()
+    assert run("verify", "--raw", checkout, "--cache", tmp_path / "c", "--no-progress") == 0
+    assert "Git-LFS" not in capsys.readouterr().out
+    assert run("download", "--raw", checkout, "--archive", zipped) == 0                 # media complete: a no-op
+    assert "AVE already unpacked" in capsys.readouterr().out

@@ -14,11 +14,11 @@ from mmbal.data.cached import CACHE_VERSION, open_cache
 from mmbal.data.real import CREMAD_CLASSES
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "cremad_cache_v1"
-TEXT_FILES = ["index.csv", "splits.json", "skipped.csv", "meta.json"]
 
 
 def test_the_old_cache_opens_with_its_shapes_and_labels():
     c = open_cache(FIXTURE, dataset="cremad")
+    assert "files" not in c.meta                  # written before the integrity records: checked by its shapes
     assert c.meta["version"] == CACHE_VERSION == 1 and c.meta["class_names"] == CREMAD_CLASSES
     assert c.frames.shape == (6, 3, 24, 32, 3) and c.frames.dtype == np.uint8
     assert c.audio.shape == (6, 257, 188) and c.audio.dtype == np.float16
@@ -60,8 +60,19 @@ def test_the_writer_reproduces_the_old_cache(tmp_path):
         fabricate.fabricate_cremad(raw, actors=[actor], emotions=(emotion,))
     assert cremad.main(cremad.SPEC, ["prepare", "--raw", str(raw), "--cache", str(cache), "--folds", "from-data",
                                      "--frame-size", "24x32", "--workers", "0", "--no-progress"]) == 0
-    for name in TEXT_FILES + ["audio.npy"]:
+    for name in ["index.csv", "skipped.csv", "audio.npy"]:
         assert (cache / name).read_bytes() == (FIXTURE / name).read_bytes(), name
+    new_meta, old_meta = (json.loads((c / "meta.json").read_text()) for c in (cache, FIXTURE))
+    # meta.json gains the integrity records and the rebuild command; everything else is as before
+    assert set(new_meta) - set(old_meta) == {"files", "rebuild"}
+    assert {k: new_meta[k] for k in old_meta} == old_meta
+    assert new_meta["rebuild"] == (f"python -m data_scripts.cremad all --raw {raw.resolve()} "
+                                   "--frame-size 24x32 --folds from-data")
+    new_splits, old_splits = (json.loads((c / "splits.json").read_text()) for c in (cache, FIXTURE))
+    assert {k: v for k, v in new_splits.items() if k != "rule"} == {k: v for k, v in old_splits.items() if k != "rule"}
+    assert "(1001-10present)" in old_splits["rule"]              # the old rule text was garbled ...
+    assert "the 6 sorted ids of the actors with a usable clip (1001, 1002, 1003, 1004, 1005, 1006), cut into 5 " \
+           "blocks of 1;" in new_splits["rule"] and "other 4 actors" in new_splits["rule"]   # ... now it is right
     new, old = np.load(cache / "frames.npy"), np.load(FIXTURE / "frames.npy")
     assert new.shape == old.shape and new.dtype == old.dtype
     # identical bytes with the PyAV that wrote the fixture; another video encoder may move a few levels

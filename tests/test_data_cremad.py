@@ -99,7 +99,7 @@ def test_rerun_is_a_no_op(cache, monkeypatch, capsys):
     assert "complete and up to date" in capsys.readouterr().out
 
 
-def test_resume_after_an_interruption_processes_only_the_rest(cache, monkeypatch):
+def test_resume_after_an_interruption_processes_only_the_rest(cache, monkeypatch, capsys):
     out = cache.parent / "cache_resume"
     real, calls = cremad.process, []
 
@@ -110,8 +110,10 @@ def test_resume_after_an_interruption_processes_only_the_rest(cache, monkeypatch
         return real(clip, config)
 
     monkeypatch.setattr(cremad.SPEC, "process", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        run("prepare", "--raw", cache.parent / "raw", "--cache", out, *OPTS)
+    assert run("prepare", "--raw", cache.parent / "raw", "--cache", out, *OPTS) == 130
+    err = capsys.readouterr().err.strip()                      # one line, no traceback
+    assert err == (f"CREMA-D: stopped by SIGINT; the work done so far is kept in {out / '.work'}: "
+                   "rerun the same command to resume")
     assert (out / ".work").is_dir() and not (out / "meta.json").exists() and not (out / "frames.npy").exists()
     with pytest.raises(CacheError, match="incomplete"):
         DATASETS.create("cremad", seed=109, root=str(out))
@@ -173,28 +175,36 @@ def test_bad_files_are_named_counted_and_skipped(raw, tmp_path, capsys):
                  "left out 4 in total", "data_scripts.cremad download"]:
         assert text in out, text
     skipped = (tmp_path / "cache" / "skipped.csv").read_text()
-    assert skipped.count("\n") == 5 and "1002_DFA_HAP_XX,prepare," in skipped
+    assert skipped.count("\n") == 5 and "1002_DFA_HAP_XX,verify," in skipped       # verify catches the truncation
     assert open_cache(tmp_path / "cache", dataset="cremad").meta["n_clips"] == 33
 
 
-def test_a_fixed_file_is_picked_up_and_skips_can_be_retried(raw, tmp_path, monkeypatch):
+def test_a_fixed_file_is_picked_up_and_skips_can_be_retried(raw, tmp_path, monkeypatch, capsys):
     work = tmp_path / "raw"
     shutil.copytree(raw, work)
-    wav, flv = work / "AudioWAV" / "1005_DFA_FEA_XX.wav", work / "VideoFlash" / "1006_DFA_ANG_XX.flv"
-    good_wav, good_flv = wav.read_bytes(), flv.read_bytes()
-    wav.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:4d7a\nsize 72862\n")  # verify rejects
-    flv.write_bytes(good_flv[: len(good_flv) // 3])                                             # prepare rejects
+    pointer, silent = work / "AudioWAV" / "1005_DFA_FEA_XX.wav", work / "AudioWAV" / "1006_DFA_ANG_XX.wav"
+    other = work / "AudioWAV" / "1001_DFA_NEU_XX.wav"
+    good = {p: p.read_bytes() for p in (pointer, silent, other)}
+    pointer.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:4d7a\nsize 72862\n")  # verify rejects
+    for p in (silent, other):                                                       # prepare rejects: silent
+        fabricate.write_wav(p, np.zeros(16000, dtype=np.float32), 16000)
     assert run("prepare", "--raw", work, "--cache", tmp_path / "c", *OPTS) == 0
-    assert open_cache(tmp_path / "c", dataset="cremad").meta["n_clips"] == 34
-    wav.write_bytes(good_wav)                                     # e.g. `download` fetched the media
-    flv.write_bytes(good_flv)
+    assert open_cache(tmp_path / "c", dataset="cremad").meta["n_clips"] == 33
+    capsys.readouterr()
+    pointer.write_bytes(good[pointer])                            # e.g. `download` fetched the media
+    silent.write_bytes(good[silent])                              # a repaired file: its size and mtime change
     real, seen = cremad.process, []
     monkeypatch.setattr(cremad.SPEC, "process", lambda clip, config: seen.append(clip.clip) or real(clip, config))
     assert run("prepare", "--raw", work, "--cache", tmp_path / "c", *OPTS) == 0
-    assert seen == ["1005_DFA_FEA_XX"] and open_cache(tmp_path / "c", dataset="cremad").meta["n_clips"] == 35
+    assert sorted(seen) == ["1005_DFA_FEA_XX", "1006_DFA_ANG_XX"]
+    assert open_cache(tmp_path / "c", dataset="cremad").meta["n_clips"] == 35
+    assert ("1 clips that failed to decode in an earlier run are not retried (their files are unchanged); "
+            "pass --retry-skipped") in capsys.readouterr().out
+    assert run("prepare", "--raw", work, "--cache", tmp_path / "c", *OPTS) == 0      # up to date: still said
+    assert "pass --retry-skipped" in capsys.readouterr().out and len(seen) == 2
     assert run("prepare", "--raw", work, "--cache", tmp_path / "c", "--retry-skipped", *OPTS) == 0
-    assert seen == ["1005_DFA_FEA_XX", "1006_DFA_ANG_XX"]
-    assert open_cache(tmp_path / "c", dataset="cremad").meta["n_clips"] == 36
+    assert seen[2:] == ["1001_DFA_NEU_XX"]                        # still silent: skipped again, not lost
+    assert open_cache(tmp_path / "c", dataset="cremad").meta["n_clips"] == 35
 
 
 def test_missing_folder_and_wrong_layout_exit_2_naming_the_folder(raw, tmp_path, capsys):
@@ -221,7 +231,9 @@ def test_unusable_data_exits_1(raw, tmp_path, capsys):
     # 6 actors spread over the committed 91-actor folds leave some folds without val or test actors
     assert run("prepare", "--raw", raw, "--cache", tmp_path / "c2", "--folds", "committed", "--frame-size", "24x32",
                "--workers", "0", "--no-progress") == 1
-    assert "empty split(s)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "leave fold 3 val, fold 4 test empty with the 6 actors present" in err and "pass --folds from-data" in err
+    assert not (tmp_path / "c2" / ".work").exists()                     # said before any decoding
 
 
 def test_mlb_fold_file_is_used_when_asked(cache, tmp_path):
@@ -277,3 +289,42 @@ def test_the_cli_trains_on_the_cache(cache, tmp_path):
     losses = [epoch["train"]["loss/mm"] for epoch in record["history"]]
     assert len(losses) == 8 and losses[-1] < 0.6 * losses[0]
     assert record["history"][-1]["train"]["accuracy/mm"] > 0.5                 # chance: 1/6
+
+
+@pytest.mark.parametrize("option, value", [("--frame-size", "0x0"), ("--frame-size", "-2x3"), ("--frame-size", "24x0"),
+                                           ("--frame-size", "24by32"), ("--workers", "-1"), ("--show", "-5")])
+def test_non_positive_sizes_and_counts_are_rejected_by_argparse(raw, tmp_path, option, value, capsys):
+    with pytest.raises(SystemExit) as stop:
+        run("prepare", "--raw", raw, "--cache", tmp_path / "c", f"{option}={value}")
+    assert stop.value.code == 2
+    assert f"argument {option}: wants" in capsys.readouterr().err and not (tmp_path / "c").exists()
+
+
+def test_verify_counts_a_truncated_flv_as_unusable(raw, tmp_path, capsys):
+    bad = tmp_path / "raw"
+    shutil.copytree(raw, bad)
+    flv = bad / "VideoFlash" / "1003_DFA_DIS_XX.flv"
+    flv.write_bytes(flv.read_bytes()[: flv.stat().st_size // 3])
+    assert run("verify", "--raw", bad, "--cache", tmp_path / "c", "--no-progress") == 0
+    out = capsys.readouterr().out
+    assert "usable clips                           35" in out
+    assert f"{flv}: truncated video (holds" in out and "[verify]" in out
+
+
+def test_from_data_folds_use_only_actors_with_a_usable_clip_and_say_so(tmp_path):
+    raw = tmp_path / "raw"
+    fabricate.fabricate_cremad(raw, actors=range(1001, 1008))                    # 7 actors
+    for wav in (raw / "AudioWAV").glob("1007_*.wav"):                            # verify rejects all of 1007
+        wav.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:4d7a\nsize 72862\n")
+    for wav in (raw / "AudioWAV").glob("1006_*.wav"):                            # prepare rejects all of 1006
+        fabricate.write_wav(wav, np.zeros(16000, dtype=np.float32), 16000)
+    assert run("prepare", "--raw", raw, "--cache", tmp_path / "c", *OPTS) == 0
+    splits = json.loads((tmp_path / "c" / "splits.json").read_text())
+    actors = {a for parts in splits["actor_folds"].values() for ids in parts.values() for a in ids}
+    assert actors == {"1001", "1002", "1003", "1004", "1005"}
+    assert [len(p["train"]) for p in splits["actor_folds"].values()] == [3] * 5
+    assert splits["rule"] == ("actor-disjoint folds: numpy default_rng(0).permutation of the 5 sorted ids of the "
+                              "actors with a usable clip (1001, 1002, 1003, 1004, 1005), cut into 5 blocks of 1; "
+                              "fold k tests on block k, validates on block k+1 (mod 5), trains on the other 3 "
+                              "actors. MLB runs folds 0, 1, 2 with seeds 109, 19, 337.")
+    assert json.loads(cremad.FOLDS_FILE.read_text())["rule"] == cremad.FOLDS_RULE    # the committed rule unchanged

@@ -2,6 +2,7 @@
 import hashlib
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from data_scripts import ave as ave_cli
 from data_scripts import cremad as cremad_cli
 from data_scripts import ucf101 as ucf_cli
 from data_scripts import fabricate
-from data_scripts._download import DownloadError, fetch, resolve_pointers
+from data_scripts._download import DownloadError, fetch, fetch_pinned, resolve_pointers
 
 OFFLINE = "http://127.0.0.1:9"          # the discard port: refused at once, never leaves the machine
 
@@ -78,3 +79,63 @@ def test_module_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "data_scripts.ucf101", "prepare", "--help"], capture_output=True,
                          text=True, cwd=Path(__file__).resolve().parents[1])
     assert out.returncode == 0 and "--splits {committed,from-data}" in out.stdout and "--workers" in out.stdout
+
+
+# ---------------------------------------------------------------- pinned sha256 of every fetched archive
+
+def test_every_fetched_archive_has_a_pin():
+    for pin in (cremad_cli.MLB_FOLDS_SHA256, ucf_cli.LISTS_SHA256):           # published / computed: pinned
+        assert len(pin) == 64 and int(pin, 16) >= 0
+    assert ave_cli.ARCHIVE_SHA256 is None and ucf_cli.VIDEOS_SHA256 is None   # none published: printed to compare
+
+
+@pytest.fixture
+def archive(tmp_path):
+    """A fabricated zip on a file:// 'server' and its sha256."""
+    server = tmp_path / "server" / "lists.zip"
+    server.parent.mkdir()
+    with zipfile.ZipFile(server, "w") as z:
+        z.writestr("ucfTrainTestlist/classInd.txt", "1 ApplyEyeMakeup\n")
+    return server, hashlib.sha256(server.read_bytes()).hexdigest()
+
+
+def test_the_pin_is_checked_after_download_and_on_reuse(archive, tmp_path, capsys):
+    server, good = archive
+    dest = tmp_path / "dl" / "lists.zip"
+    assert fetch_pinned(server.as_uri(), dest, good, pin="P") == dest and dest.read_bytes() == server.read_bytes()
+    dest.write_bytes(b"<html>quota exceeded</html>")                        # a file already there is checked too
+    with pytest.raises(DownloadError, match=f"{dest} has sha256 [0-9a-f]{{64}}, not the pinned {good} \\(P\\)"):
+        fetch_pinned(server.as_uri(), dest, good, pin="P")
+    assert dest.exists()                                                     # not ours to delete
+    dest.unlink()
+    with pytest.raises(DownloadError, match="not the pinned 000"):
+        fetch_pinned(server.as_uri(), dest, "0" * 64, pin="P")
+    assert not dest.exists() and not list(dest.parent.iterdir())           # a bad fresh download is removed
+    capsys.readouterr()
+    fetch_pinned(server.as_uri(), dest, None, pin="data_scripts.ave.ARCHIVE_SHA256")
+    out = capsys.readouterr().out
+    assert f"no sha256 is published for lists.zip; this copy has sha256 {good}" in out
+    assert f'set data_scripts.ave.ARCHIVE_SHA256 = "{good}"' in out
+
+
+def test_the_download_steps_check_their_pins(archive, tmp_path, monkeypatch, capsys):
+    server, good = archive
+    raw = tmp_path / "ucf"
+    (raw / "UCF-101").mkdir(parents=True)                                   # videos there: only the lists zip
+    argv = ["download", "--raw", str(raw), "--lists-archive", str(server), "--no-progress"]
+    monkeypatch.setattr(ucf_cli, "LISTS_SHA256", "f" * 64)
+    assert ucf_cli.main(ucf_cli.SPEC, argv) == 3
+    assert f"not the pinned {'f' * 64} (data_scripts.ucf101.LISTS_SHA256)" in capsys.readouterr().err
+    assert not (raw / "ucfTrainTestlist").exists()                          # nothing unpacked
+    monkeypatch.setattr(ucf_cli, "LISTS_SHA256", good)
+    assert ucf_cli.main(ucf_cli.SPEC, argv) == 0 and (raw / "ucfTrainTestlist" / "classInd.txt").exists()
+    monkeypatch.setattr(cremad_cli, "MLB_FOLDS_URL", server.as_uri())
+    monkeypatch.setattr(cremad_cli, "MLB_FOLDS_SHA256", "e" * 64)
+    fetch_argv = ["fetch-mlb-folds", "--cache", str(tmp_path / "cache"), "--no-progress"]
+    assert cremad_cli.main(cremad_cli.SPEC, fetch_argv) == 3
+    assert "data_scripts.cremad.MLB_FOLDS_SHA256" in capsys.readouterr().err
+    monkeypatch.setattr(cremad_cli, "MLB_FOLDS_SHA256", good)
+    assert cremad_cli.main(cremad_cli.SPEC, fetch_argv) == 0
+    monkeypatch.setattr(ave_cli, "ARCHIVE_SHA256", "d" * 64)
+    assert ave_cli.main(ave_cli.SPEC, ["download", "--raw", str(tmp_path / "ave"), "--archive", str(server)]) == 3
+    assert "data_scripts.ave.ARCHIVE_SHA256" in capsys.readouterr().err

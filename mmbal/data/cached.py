@@ -3,7 +3,9 @@
 A cache folder (written by ``data_scripts``) holds ``frames.npy`` (N, T, H, W, 3) uint8 1-fps frames,
 ``audio.npy`` (N, F, T_a) float16 log-spectrograms, ``index.csv`` (row, clip, label, label_name, group,
 n_one_fps), ``splits.json`` ({"folds": {fold: {"train"|"val"|"test": [clip...]}}}), ``skipped.csv``
-and, written last, ``meta.json``: its presence means the cache is complete.
+and, written last, ``meta.json``: its presence means the cache is complete. ``meta.json["files"]``
+records each array's shape, dtype and bytes and each small file's bytes and sha256; opening a cache
+checks them (a cache written before these records existed is checked against its shapes only).
 
 Train: per frame ``RandomResizedCrop(size)`` + ``RandomHorizontalFlip``; eval: ``Resize((size, size))``;
 both then ImageNet normalisation. The randomness of sample ``i`` in epoch ``e`` is seeded by
@@ -12,6 +14,7 @@ both then ImageNet normalisation. The randomness of sample ``i`` in epoch ``e`` 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +26,16 @@ from torchvision.transforms import v2
 from mmbal.data.base import DatasetSplits, MultimodalDataset
 
 CACHE_VERSION = 1
+ARRAYS = {"frames.npy": ("frames_shape", "uint8"), "audio.npy": ("audio_shape", "float16")}
+SMALL_FILES = ("index.csv", "splits.json", "skipped.csv")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class CacheError(FileNotFoundError):
-    """A cache folder that is missing, incomplete or of the wrong dataset; the message says what to run."""
+    """A cache folder that is missing, incomplete, damaged or of the wrong dataset; the message says what to run."""
+
+    file = reason = None      # the damaged file of a complete cache, and how (None: missing or incomplete)
 
 
 @dataclass
@@ -43,8 +50,56 @@ class Cache:
     audio: np.ndarray    # (N, F, T_a) float16 memmap
 
 
+def rebuild_command(root: Path, dataset: str, meta: dict | None = None) -> str:
+    """The data_scripts command that built (and so repairs) the cache at ``root``."""
+    saved = root / ".work" / "rebuild.txt"
+    cmd = (meta or {}).get("rebuild") or (saved.read_text().strip() if saved.is_file() else
+                                          f"python -m data_scripts.{dataset} all --raw <the raw {dataset} folder>")
+    return f"{cmd} --cache {root}"
+
+
+def _damaged(root: Path, name: str, reason: str, how: str) -> CacheError:
+    err = CacheError(f"{root / name}: {reason}. Repair it with: {how}")
+    err.file, err.reason = name, reason
+    return err
+
+
+def _read_checked(root: Path, meta: dict, how: str) -> tuple[list[dict], dict, np.ndarray, np.ndarray]:
+    """index rows, splits and the two memmaps, each checked against what meta.json records."""
+    files, arrays = meta.get("files", {}), []
+    for name, (key, dtype) in ARRAYS.items():           # older caches: the shapes in meta.json
+        want = files.get(name) or {"shape": [meta["n_rows"], *meta[key]], "dtype": dtype}
+        try:
+            a = np.load(root / name, mmap_mode="r")
+        except (ValueError, OSError) as err:
+            raise _damaged(root, name, f"truncated or not a .npy array ({err})", how) from None
+        size, want_size = (root / name).stat().st_size, want.get("bytes", a.offset + a.nbytes)
+        if list(a.shape) != list(want["shape"]) or str(a.dtype) != want["dtype"] or size != want_size:
+            raise _damaged(root, name, f"holds {a.dtype} {list(a.shape)} in {size:,} bytes, meta.json says "
+                                       f"{want['dtype']} {want['shape']} in {want_size:,} bytes", how)
+        arrays.append(a)
+    index, n, n_classes = [], len(arrays[0]), len(meta["class_names"])
+    with open(root / "index.csv", newline="") as f:
+        for line, r in enumerate(csv.DictReader(f), 2):
+            row, label, n_one_fps = (r.get(k) or "" for k in ("row", "label", "n_one_fps"))
+            if not all(v.isdigit() for v in (row, label, n_one_fps)) or int(row) >= n or int(label) >= n_classes \
+                    or not r.get("clip"):
+                raise _damaged(root, "index.csv", f"line {line} is not a row of {n} rows with a label "
+                                                  f"below {n_classes}: {','.join(map(str, r.values()))}", how)
+            index.append(dict(r, row=int(row), label=int(label), n_one_fps=int(n_one_fps)))
+    try:
+        splits = json.loads((root / "splits.json").read_text())
+        splits["folds"].items()
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise _damaged(root, "splits.json", f"not the splits JSON ({type(err).__name__}: {err})", how) from None
+    for name in SMALL_FILES:
+        if name in files and hashlib.sha256((root / name).read_bytes()).hexdigest() != files[name]["sha256"]:
+            raise _damaged(root, name, "its sha256 differs from the one meta.json records (changed or damaged)", how)
+    return index, splits, arrays[0], arrays[1]
+
+
 def open_cache(root: str | Path | None, *, dataset: str) -> Cache:
-    """Open the cache of ``dataset`` at ``root``; a missing or half-written one raises CacheError."""
+    """Open the cache of ``dataset`` at ``root``; a missing, half-written or damaged one raises CacheError."""
     how = f"python -m data_scripts.{dataset} all --raw <downloaded {dataset} folder> --cache {root or '<cache folder>'}"
     if root is None:
         raise CacheError(f"dataset {dataset!r} reads a prepared cache: pass root=<cache folder> "
@@ -56,20 +111,23 @@ def open_cache(root: str | Path | None, *, dataset: str) -> Cache:
         state = ("incomplete (a prepare run was interrupted or is running)" if (root / ".work").exists()
                  else "not a cache (no meta.json)")
         raise CacheError(f"{root} is {state}. Run: {how}")
-    meta = json.loads((root / "meta.json").read_text())
+    try:
+        meta = json.loads((root / "meta.json").read_text())
+    except ValueError as err:
+        raise _damaged(root, "meta.json", f"not valid JSON ({err})", rebuild_command(root, dataset)) from None
+    how = rebuild_command(root, dataset, meta)
     if meta.get("dataset") != dataset:
         raise CacheError(f"{root} holds a {meta.get('dataset')!r} cache, not {dataset!r}")
     if meta.get("version") != CACHE_VERSION:
         raise CacheError(f"{root} was written by cache format {meta.get('version')}, this mmbal reads "
                          f"{CACHE_VERSION}; rebuild it with: {how} --force")
-    for name in ("frames.npy", "audio.npy", "index.csv", "splits.json"):
+    for name in (*ARRAYS, *SMALL_FILES):
         if not (root / name).exists():
-            raise CacheError(f"{root / name} is missing; rebuild the cache with: {how}")
-    with open(root / "index.csv", newline="") as f:
-        index = [dict(r, row=int(r["row"]), label=int(r["label"]), n_one_fps=int(r["n_one_fps"]))
-                 for r in csv.DictReader(f)]
-    return Cache(root, meta, index, json.loads((root / "splits.json").read_text()),
-                 np.load(root / "frames.npy", mmap_mode="r"), np.load(root / "audio.npy", mmap_mode="r"))
+            raise _damaged(root, name, "missing", how)
+    try:
+        return Cache(root, meta, *_read_checked(root, meta, how))
+    except KeyError as err:
+        raise _damaged(root, "meta.json", f"lacks the entry {err}", how) from None
 
 
 class FrameTransform:
@@ -94,7 +152,7 @@ class FrameTransform:
         if self.train:
             with torch.random.fork_rng(devices=[]):                                # leave the global RNG alone
                 if seed is not None:
-                    torch.manual_seed(seed)
+                    torch.default_generator.manual_seed(seed)                      # CPU only: CUDA's RNG is the model's
                 x = torch.stack([self.geometry(f) for f in x])                     # each frame its own crop/flip
         else:
             x = self.geometry(x)
@@ -142,9 +200,6 @@ class CachedAVDataset(MultimodalDataset):
         seed = sample_seed(self.seed, self.epoch, i) if self.train else None
         return {"audio": spec, "video": self.transform(frames[row], seed), "label": self._labels[i]}
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
     def labels(self) -> torch.Tensor:
         return self._labels
 
@@ -167,7 +222,7 @@ def cached_splits(root: str | Path | None, *, dataset: str, fold: str, seed: int
         missing = [c for c in folds[fold][part] if c not in by_clip]
         if missing:
             raise CacheError(f"{cache.root}: splits.json names {len(missing)} clips absent from index.csv "
-                             f"(e.g. {missing[0]}); rebuild the cache with --force")
+                             f"(e.g. {missing[0]}); repair it with: {rebuild_command(cache.root, dataset, cache.meta)}")
         rows = [by_clip[c] for c in folds[fold][part]]
         parts[part] = CachedAVDataset(cache.root, [r["row"] for r in rows], [r["label"] for r in rows],
                                       class_names=cache.meta["class_names"], train=part == "train",
