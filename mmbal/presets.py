@@ -4,8 +4,7 @@ seed)`` turns one table cell into a ``RunConfig``; ``Preset.hyperparameters()`` 
 from __future__ import annotations
 
 import csv
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -21,18 +20,16 @@ _CONST = _DATA["constants"]
 PAPER_SEEDS: tuple[int, ...] = tuple(_CONST["paper_seeds"])   # MLB's three runs: folds 0, 1, 2 go with these
 FAST_EPOCHS = 2                    # FAST (docs/CI) runs: a smoke test of the pipeline, not a result
 FIXED_K_DIGITS: dict[str, float] = _CONST["fixed_k_digits"]   # chapter 10: MLB's time-averaged k
-LONG_EPOCHS: int = _CONST["long_epochs"]
-ANALYSIS_SEEDS: tuple[int, ...] = tuple(_CONST["analysis_seeds"])
-DIGITS_TRANSFORMER: dict[str, int] = _CONST["digits_transformer"]
+LONG_EPOCHS: int = _CONST["long_epochs"]                       # chapter 10: 2x the digits_av recipe
 DEFAULT_SOURCE = "mmbal's default for this balancer"
 
 
 def _optim(raw: Mapping[str, Any]) -> dict[str, Any]:
     """OptimConfig values from YAML, lists as tuples; unknown names and numbers read as text fail."""
-    OptimConfig(**raw)                                            # unknown names fail here
     text = sorted(k for k, v in raw.items() if isinstance(v, str) and k not in ("name", "schedule"))
     if text:
         raise ValueError(f"optim {text} must be numbers (YAML reads 1e-3 as text: write 1.0e-3)")
+    OptimConfig(**raw)                                            # unknown names and bad values fail here
     return {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
 
 
@@ -52,9 +49,7 @@ class Method:
     optim: Mapping[str, Any] = field(default_factory=dict)          # per-method OptimConfig overrides
 
 
-# The paper's rows with the objective each is defined with (hyperparameters live in the presets).
-ROWS: dict[str, Method] = {name: Method(**spec) for name, spec in _DATA["rows"].items()}
-PAPER_ROWS: tuple[str, ...] = tuple(_DATA["paper_rows"])
+ROWS: dict[str, Method] = {name: Method(**spec) for name, spec in _DATA["rows"].items()}   # the paper's rows
 
 
 @dataclass(frozen=True)
@@ -91,8 +86,7 @@ class Preset:
 
     def cells(self) -> list[tuple[str, str]]:
         """Every (method, fusion) of the table: all rows at the main fusion, then the ablation."""
-        out = [(m, self.fusion) for m in self.methods]
-        return out + [(m, f) for f, rows in self.ablation.items() for m in rows]
+        return [(m, self.fusion) for m in self.methods] + [(m, f) for f, rows in self.ablation.items() for m in rows]
 
     def method(self, name: str, fusion: str | None = None) -> Method:
         """The row ``name`` with the options of ``fusion`` (e.g. MLB's beta per fusion on CREMA-D)."""
@@ -102,17 +96,14 @@ class Preset:
         if (name, fusion) not in self.cells():
             valid = ", ".join(f for m, f in self.cells() if m == name)
             raise ValueError(f"preset {self.name!r} runs {name!r} with fusions {valid}, not {fusion!r}")
-        extra = self.fusion_options.get(fusion, {}).get(name, {})
         row = self.methods[name]
-        return dataclasses.replace(row, options={**row.options, **extra}) if extra else row
+        return replace(row, options={**row.options, **self.fusion_options.get(fusion, {}).get(name, {})})
 
     def fold_of(self, seed: int) -> Any:
         """The fold/split that goes with a seed (paper: folds 0, 1, 2 <-> seeds 109, 19, 337)."""
-        if self.folds is None:
-            return None
-        if seed not in self.seeds:
+        if self.folds is not None and seed not in self.seeds:
             raise ValueError(f"preset {self.name!r}: seed {seed} has no fold; seeds: {self.seeds}")
-        return self.folds[self.seeds.index(seed)]
+        return None if self.folds is None else self.folds[self.seeds.index(seed)]
 
     def run_config(self, method: str, fusion: str | None = None, seed: int | None = None, *,
                    fast: bool = False, epochs: int | None = None, device: str = "auto",
@@ -121,21 +112,17 @@ class Preset:
         fusion = fusion or self.fusion
         seed = self.seeds[0] if seed is None else seed
         spec = self.method(method, fusion)
-        optim = dataclasses.replace(self.optim, **dict(spec.optim))
-        if fast:
-            optim = dataclasses.replace(optim, epochs=FAST_EPOCHS, early_stop=None, warmup_steps=0)
-        if epochs is not None:
-            optim = dataclasses.replace(optim, epochs=epochs)
-        data_options = dict(self.data_options)
-        if self.fold_option is not None:
-            data_options[self.fold_option] = self.fold_of(seed)
+        optim = {**spec.optim, **({"epochs": FAST_EPOCHS, "early_stop": None, "warmup_steps": 0} if fast else {}),
+                 **({} if epochs is None else {"epochs": epochs})}
+        fold = {} if self.fold_option is None else {self.fold_option: self.fold_of(seed)}
         return RunConfig(
-            data=DataConfig(name=self.dataset, root=data_root, options=data_options, batch_size=self.batch_size),
+            data=DataConfig(name=self.dataset, root=data_root, options={**self.data_options, **fold},
+                            batch_size=self.batch_size),
             model=ModelConfig(encoder=self.encoder, fusion=fusion, encoder_options=dict(self.encoder_options),
                               fusion_options=dict(self.fusion_model_options.get(fusion, {}))),
             objective=ObjectiveConfig(name=spec.objective),
             balancer=BalancerConfig(name=spec.balancer, options=resolved_options(spec.balancer, spec.options)),
-            optim=optim, seed=seed, device=device, fast=fast, progress=progress,
+            optim=replace(self.optim, **optim), seed=seed, device=device, fast=fast, progress=progress,
             regime=spec.regime, regime_options=dict(spec.regime_options))
 
     def hyperparameters(self) -> pd.DataFrame:
@@ -147,20 +134,18 @@ class Preset:
 
     def source_of(self, path: str) -> str:
         """The source of the value at ``path``: its longest prefix in ``sources``, else ``source``."""
-        keys = [k for k in self.sources if path == k or path.startswith(k + ".")]
+        keys = [k for k in self.sources if f"{path}.".startswith(f"{k}.")]          # k is path or a parent of it
         return self.sources[max(keys, key=len)] if keys else self.source
 
     def _entries(self) -> list[tuple[str, str, str, Any, str | None]]:
         """(method, fusion, parameter, value, path in presets.yaml; None for a balancer default)."""
-        out = [("all", "all", "batch_size", self.batch_size, "batch_size"), ("all", "all", "seeds", self.seeds, "seeds")]
-        if self.fold_option is not None:
-            out.append(("all", "all", self.fold_option, self.folds, "folds"))
-        unused = "betas" if self.optim.name == "sgd" else "momentum"
-        out += [("all", "all", f"optim.{k}", v, f"optim.{k}") for k, v in dataclasses.asdict(self.optim).items()
-                if k != unused]
-        out += [("all", "all", f"{group}.{k}", v, f"{group}.{k}")
-                for group in ("data_options", "encoder_options", "fusion_model_options")
-                for k, v in getattr(self, group).items()]
+        out = [("all", "all", p, getattr(self, p), p) for p in ("batch_size", "seeds")]
+        out += [("all", "all", self.fold_option, self.folds, "folds")] if self.fold_option is not None else []
+        unused = "optim.betas" if self.optim.name == "sgd" else "optim.momentum"
+        groups = {"optim": asdict(self.optim), "data_options": self.data_options,
+                  "encoder_options": self.encoder_options, "fusion_model_options": self.fusion_model_options}
+        out += [("all", "all", f"{g}.{k}", v, f"{g}.{k}") for g, values in groups.items() for k, v in values.items()
+                if f"{g}.{k}" != unused]
         for name, m in self.methods.items():
             kind = " + ".join(x for x in (m.objective, m.balancer) if x != "none")
             regime = f"regime {m.regime}" + (f" ({_fmt(m.regime_options)})" if m.regime_options else "")
@@ -176,7 +161,7 @@ class Preset:
 def _fmt(value: Any) -> str:
     """A value as table text: 0.001; audio 0.7, video 1.3; 109, 19, 337; None."""
     if isinstance(value, Mapping):
-        return ", ".join(f"{k} {v}" for k, v in value.items())
+        value = [f"{k} {v}" for k, v in value.items()]
     return ", ".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
 
 
@@ -194,7 +179,7 @@ def _method(name: str, spec: Mapping[str, Any] | None) -> Method:
     base = base or Method(label=spec["label"])
     options, optim = {**base.options, **spec.pop("options", {})}, {**base.optim, **spec.pop("optim", {})}
     try:
-        return dataclasses.replace(base, **spec, options=options, optim=_optim(optim))
+        return replace(base, **spec, options=options, optim=_optim(optim))
     except (TypeError, ValueError) as e:
         raise ValueError(f"method {name!r}: {e}") from None
 
@@ -208,9 +193,9 @@ def _preset(name: str, raw: Mapping[str, Any]) -> Preset:
         preset = Preset(name=name, **{**kw, "optim": OptimConfig(**_optim(raw["optim"]))})
         for m, f in [*preset.cells(), *((m, f) for f, per in preset.fusion_options.items() for m in per)]:
             spec = preset.method(m, f)
-            BALANCERS.create(spec.balancer, **resolved_options(spec.balancer, spec.options))
-        paths = [path for *_, path in preset._entries() if path]
-        unknown = [k for k in preset.sources if not any(p == k or p.startswith(k + ".") for p in paths)]
+            BALANCERS.create(spec.balancer, **spec.options)                    # option names are real
+        paths = [f"{path}." for *_, path in preset._entries() if path]
+        unknown = [k for k in preset.sources if not any(p.startswith(f"{k}.") for p in paths)]
         if unknown or (preset.folds is not None and len(preset.folds) != len(preset.seeds)):
             raise ValueError(f"sources {unknown} name no value" if unknown else "folds and seeds differ in length")
     except (KeyError, TypeError, ValueError) as e:
@@ -223,11 +208,9 @@ PRESETS: dict[str, Preset] = {name: _preset(name, raw) for name, raw in _DATA["p
 
 def get_preset(name: str | Preset) -> Preset:
     """A preset by name (a ``Preset`` passes through); unknown names list the valid ones."""
-    if isinstance(name, Preset):
-        return name
-    if name not in PRESETS:
+    if not isinstance(name, Preset) and name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
-    return PRESETS[name]
+    return name if isinstance(name, Preset) else PRESETS[name]
 
 
 _REFERENCE = (_HERE / "presets_reference.csv").read_text(encoding="utf-8").splitlines()
