@@ -75,3 +75,22 @@ def test_digits_av_batches_are_identical_for_0_1_2_workers():
     first = runs[0][len(runs[0]) // 2]
     index = [i for i in range(len(train)) if torch.equal(train[i]["video"], first["video"][0])]
     assert len(index) == 1 and torch.equal(train[index[0]]["audio"], first["audio"][0])
+
+
+def test_the_order_is_the_one_the_committed_runs_trained_with():
+    """Epoch by epoch, the single-process seeded DataLoader inside tqdm (what produced the committed
+    results) and the EpochSampler give the same order, also when an epoch is asked for again."""
+    from tqdm.auto import tqdm
+
+    split = DATASETS.create("digits_av", seed=19, max_train=200).train
+    old = torch.utils.data.DataLoader(split, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(19))
+    new = make_loader(split, batch_size=32, shuffle=True, seed=19)
+    orders = {"old": [], "new": []}
+    for epoch in range(4):
+        split.set_epoch(epoch)
+        for name, loader in (("old", old), ("new", new)):
+            orders[name].append(torch.cat([b["label"] for b in tqdm(loader, disable=True)]))
+    assert all(torch.equal(a, b) for a, b in zip(orders["old"], orders["new"]))
+    assert not torch.equal(orders["new"][0], orders["new"][1])           # a new order every epoch
+    split.set_epoch(2)
+    assert torch.equal(torch.cat([b["label"] for b in new]), orders["new"][2])

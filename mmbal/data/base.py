@@ -67,18 +67,33 @@ class DatasetSplits:
 
 
 class EpochSampler(Sampler[int]):
-    """Epoch e's order: a permutation seeded by (seed, e) alone (e from ``set_epoch``), so neither the worker
-    count nor an iterator started and dropped (as tqdm does) changes the batches."""
+    """Epoch e's order from (seed, e) alone (e from ``set_epoch``), so neither the worker count nor an
+    iterator started and dropped (as tqdm does) changes the batches.
+
+    The order is the one a single-process ``DataLoader(shuffle=True, generator=Generator(seed))`` gave
+    inside the trainer's loop, which produced the committed results: per epoch its generator made two
+    base-seed draws, one ``randperm`` for the order and one trailing ``randperm``. The sampler replays
+    that stream with its own generator (resuming from the last epoch it served)."""
 
     def __init__(self, dataset: MultimodalDataset, seed: int):
         self.dataset, self.seed = dataset, seed
+        self._replayed = (0, torch.Generator().manual_seed(seed).get_state())   # (epochs consumed, state)
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __iter__(self):   # the last key keeps this stream apart from every sample's (seed, e, i)
-        rng = np.random.default_rng([self.seed & 0xFFFFFFFF, getattr(self.dataset, "epoch", 0), 0xFFFFFFFF])
-        return iter(rng.permutation(len(self.dataset)).tolist())
+    def __iter__(self):
+        epoch, n = getattr(self.dataset, "epoch", 0), len(self.dataset)
+        done, state = self._replayed if self._replayed[0] <= epoch else (0, None)
+        g = torch.Generator().manual_seed(self.seed)
+        if state is not None:
+            g.set_state(state)
+        for _ in range(epoch - done + 1):
+            torch.empty(2, dtype=torch.int64).random_(generator=g)      # the loader's two base-seed draws
+            order = torch.randperm(n, generator=g)                       # (n,) this epoch's order
+            torch.randperm(n, generator=g)                               # the sampler's trailing draw
+        self._replayed = (epoch + 1, g.get_state())
+        return iter(order.tolist())
 
 
 def make_loader(dataset: MultimodalDataset, *, batch_size: int, shuffle: bool, seed: int,
