@@ -17,15 +17,15 @@ import pandas as pd
 from mmbal.balancers import BALANCERS
 from mmbal.config import BalancerConfig, DataConfig, ModelConfig, ObjectiveConfig, OptimConfig, RunConfig
 from mmbal.data import DATASETS
-from mmbal.experiments import run, write_json
+from mmbal.experiments import check_writable, config_hash, run, write_json
 from mmbal.models import ENCODERS, FUSIONS
 from mmbal.objectives import OBJECTIVES
 from mmbal.presets import PRESETS, get_preset
 from mmbal.regimes import REGIMES
 from mmbal.registry import UnknownNameError
-from mmbal.sweep import Cell, grid, is_finished, papermill_runner, parse_shard, result_path, run_cell, sweep
+from mmbal.sweep import Cell, cell_status, grid, papermill_runner, parse_shard, result_path, run_cell, sweep
 from mmbal.tables import compare_runs, load_runs, paper_table, write_summary
-from mmbal.train import set_threads
+from mmbal.train import Diverged, set_threads
 
 DEFAULT_RESULTS = "book/results"
 DEFAULT_TEMPLATE = "book/experiments/run_template.ipynb"
@@ -112,7 +112,16 @@ def config_from_args(args) -> RunConfig:
 
 
 def cmd_train(args) -> int:
-    record = run(config_from_args(args)).record
+    cfg = config_from_args(args)
+    if args.out:
+        check_writable(args.out)
+    try:
+        record = run(cfg).record
+    except Diverged as err:                   # the record says so (strict JSON), then exit 1
+        if args.out:
+            write_json({"config": cfg.to_dict(), "config_hash": config_hash(cfg), "diverged": str(err),
+                        "history": err.history}, args.out)
+        raise
     print(f"best epoch {record['best_epoch'] + 1} (val {record['val']['mm']['accuracy']:.4f}), "
           f"{record['seconds']:.1f} s")
     print(pd.DataFrame(record["test"]).T[["accuracy", "macro_f1", "ece"]].rename_axis("test head").round(4))
@@ -155,7 +164,9 @@ def cmd_sweep(args) -> int:
     if args.dry_run:
         for cell in grid(preset, **kwargs)[shard[0]::shard[1]]:
             path = result_path(args.results, cell, fast=args.fast)
-            print(f"{'done' if is_finished(path) else 'todo'}  {path}")
+            why = cell_status(path, preset.run_config(cell.method, cell.fusion, cell.seed, fast=args.fast,
+                                                      epochs=args.epochs))
+            print(f"done  {path}" if why is None else f"todo  {path}" + ("" if why == "not run" else f"  ({why})"))
         return 0
     if args.papermill and not os.path.isfile(args.papermill):
         raise FileNotFoundError(f"papermill template {args.papermill} not found (give --papermill PATH)")
@@ -167,21 +178,36 @@ def cmd_sweep(args) -> int:
     return 1 if out["failed"] else 0
 
 
+def load_and_warn(results: str, name: str, *, fast: bool = False) -> pd.DataFrame:
+    """A table's runs; every unreadable result file is named on stderr (and left out)."""
+    runs = load_runs(results, name, fast=fast)
+    for line in runs.attrs.get("unreadable", []):
+        print(f"warning: unreadable result file {line}", file=sys.stderr)
+    return runs
+
+
 def cmd_summary(args) -> int:
     get_preset(args.name)
-    path, summary = write_summary(args.name, args.results, args.out, fast=args.fast)
+    runs = load_and_warn(args.results, args.name, fast=args.fast)
+    path, summary = write_summary(args.name, args.results, args.out, fast=args.fast, runs=runs)
     if path is None:
         print(f"no results for {args.name} under {args.results}" + (" (fast)" if args.fast else ""))
         return 1
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(paper_table(summary, args.name).to_string())
+    epochs = ", ".join(sorted(map(str, set(runs["epochs"].dropna().astype(int)))))
+    print(f"{len(runs)} {'FAST' if args.fast else 'full'} runs, epochs {epochs or '?'}")
+    for row in runs[runs.get("config_differs", pd.Series("", index=runs.index)).fillna("") != ""].itertuples():
+        print(f"  not the preset's configuration: {row.path}: {row.config_differs}")
     print(f"wrote {path} ({len(summary)} rows, std = population std over seeds)")
     return 0
 
 
 def cmd_compare(args) -> int:
     """Exit 0 when every re-run cell is within its reference cell's seed std, 1 otherwise (2: nothing to compare)."""
-    reference, rerun = load_runs(args.results, args.name), load_runs(args.rerun, args.name)
+    if args.out:
+        check_writable(args.out)
+    reference, rerun = load_and_warn(args.results, args.name), load_and_warn(args.rerun, args.name)
     diff = compare_runs(reference, rerun) if not (reference.empty or rerun.empty) else pd.DataFrame()
     if diff.empty:
         print(f"nothing to compare: {len(reference)} reference runs under {args.results}, {len(rerun)} "
@@ -269,6 +295,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(_new_spelling(list(sys.argv[1:] if argv is None else argv)))
     try:
         return COMMANDS[args.action if args.command == "table" else args.command](args)
-    except (UnknownNameError, ValueError, FileNotFoundError, KeyError) as err:
+    except (UnknownNameError, ValueError, FileNotFoundError, KeyError, Diverged) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(err, Diverged) else 2

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -13,6 +14,9 @@ class DataConfig:
     options: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 32
     num_workers: int = 0
+
+    def __post_init__(self):
+        check_ranges(self, batch_size="count", num_workers="index")
 
 
 @dataclass
@@ -48,6 +52,10 @@ class OptimConfig:
     grad_clip: float | None = None
     early_stop: int | None = None  # epochs without val improvement before stopping
 
+    def __post_init__(self):
+        check_ranges(self, lr="positive", momentum="fraction", betas="fractions", weight_decay="non-negative",
+                     warmup_steps="index", epochs="count", grad_clip="positive?", early_stop="count?")
+
 
 @dataclass
 class RunConfig:
@@ -64,6 +72,9 @@ class RunConfig:
     progress: bool = True
     regime: str | None = None      # None: one model as configured; else a regime of mmbal.regimes
     regime_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"modality": "audio"}
+
+    def __post_init__(self):
+        check_ranges(self, seed="index")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,3 +100,24 @@ def _build(cls, raw: dict[str, Any]):
         else:
             kwargs[name] = value
     return cls(**kwargs)
+
+RANGES = {   # rule -> (test, range in words); "rule?" also allows None (unset)
+    "positive": (lambda v: v > 0 and math.isfinite(v), "a finite number > 0"),
+    "non-negative": (lambda v: v >= 0 and math.isfinite(v), "a finite number >= 0"),
+    "count": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    "index": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    "fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "fractions": (lambda v: all(0 <= b < 1 for b in v), "numbers in [0, 1)"),
+}
+
+
+def check_ranges(config, **rules: str) -> None:
+    """The one check of numeric settings: the first value outside its range fails with one line."""
+    for name, rule in rules.items():
+        value, (test, words) = getattr(config, name), RANGES[rule.rstrip("?")]
+        try:
+            ok = (value is None and rule.endswith("?")) or (not isinstance(value, bool) and test(value))
+        except TypeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"{name} must be {words}{' (or unset)' if rule.endswith('?') else ''}, got {value!r}")

@@ -1,6 +1,7 @@
 """One experiment = one config -> one trained model -> one result record (with provenance)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -19,6 +20,7 @@ from mmbal.regimes import REGIMES
 from mmbal.train import TrainResult, Trained, build_trainer, check_optim_config, resolve_device
 
 RESULT_FORMAT = 1
+NOT_HASHED = ("device", "progress", "data.root", "data.num_workers")   # where a run ran, not what it computes
 
 
 @dataclass
@@ -65,7 +67,8 @@ def run(cfg: RunConfig) -> Run:
         result, trained = trainer.fit(), trainer.trained
     else:
         result, trained = REGIMES.create(cfg.regime, cfg=cfg, splits=splits, **cfg.regime_options)
-    record = {"format": RESULT_FORMAT, "config": cfg.to_dict(), "environment": environment(trained.device),
+    record = {"format": RESULT_FORMAT, "config": cfg.to_dict(), "config_hash": config_hash(cfg),
+              "environment": environment(trained.device),
               "data": {"sizes": splits.sizes(), "num_classes": splits.num_classes,
                        "modalities": list(splits.modalities)},
               "best_epoch": result.best_epoch, "seconds": result.seconds, "val": result.val,
@@ -73,14 +76,60 @@ def run(cfg: RunConfig) -> Run:
     return Run(record, result, trained)
 
 
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"optim": {"lr": 0.01}} -> {"optim.lr": 0.01} (empty option dicts vanish)."""
+    out = {}
+    for key, value in config.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+def flat_config(cfg: RunConfig | dict[str, Any]) -> dict[str, Any]:
+    """The settings that decide a run's result, flat; a stored config goes through ``RunConfig`` first,
+    so fields added later take their defaults (a record written before them still matches)."""
+    raw = (cfg if isinstance(cfg, RunConfig) else RunConfig.from_dict(cfg)).to_dict()
+    return {k: v for k, v in _flat(json.loads(json.dumps(raw))).items() if k not in NOT_HASHED}
+
+
+def config_hash(cfg: RunConfig | dict[str, Any]) -> str:
+    """sha256 of the flat config (keys sorted): equal hashes, equal runs (device and paths aside)."""
+    return hashlib.sha256(json.dumps(flat_config(cfg), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def config_changes(old: RunConfig | dict[str, Any], new: RunConfig | dict[str, Any]) -> list[str]:
+    """``["optim.epochs 1 -> 20", ...]``: the settings that differ between two configs."""
+    a, b = flat_config(old), flat_config(new)
+    return [f"{k} {a.get(k, '-')} -> {b.get(k, '-')}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def check_writable(path: str | os.PathLike) -> Path:
+    """Fail before any work when a file cannot be written there: one line naming the path and why."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    while not folder.exists():                  # the nearest existing folder (write_json makes the rest)
+        folder = folder.parent
+    if folder == path or not folder.is_dir():
+        raise ValueError(f"cannot write {path}: " + (f"it is a folder; give a file path such as {path / 'run.json'}"
+                                                      if path.is_dir() else f"{folder} is a file, not a folder"))
+    try:
+        os.close((probe := tempfile.mkstemp(prefix=".mmbal-write-check.", dir=folder))[0])
+        os.unlink(probe[1])
+    except OSError as err:
+        raise ValueError(f"cannot write {path}: folder {folder} is not writable ({err.strerror})") from None
+    return path
+
+
 def write_json(record: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Atomic write: a temporary file in the same folder, then rename (no partial JSON)."""
+    """Atomic write (a temporary file in the same folder, then rename: no partial JSON) of strict JSON
+    (NaN and ±inf as null), with the mode of any new file (0644 under the usual umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(record, fh, indent=1)
+            json.dump(json.loads(json.dumps(record), parse_constant=lambda _: None), fh, indent=1, allow_nan=False)
+        os.umask(umask := os.umask(0))                  # read the umask (mkstemp made the file 0600)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -1,13 +1,13 @@
 """Sweeps: the grid of a preset (methods x fusions x seeds/folds), one result JSON per cell.
 
-A finished cell is skipped, so a killed sweep resumes where it stopped (JSONs are written
-atomically by ``write_json``: there is never a partial file). ``shard=(i, n)``
+A finished cell (its record holds the cell's full configuration: equal config hashes) is skipped, so a
+killed sweep resumes where it stopped (JSONs are written atomically by ``write_json``: there is never a
+partial file); a record of another configuration (say ``--epochs 1``) is re-run. ``shard=(i, n)``
 runs every n-th cell starting at i, so n machines or GPUs can split one table.
 Layout: ``<results>/<table>/runs/<method>__<fusion>__seed<S>.json`` (FAST runs under ``<results>/fast/``).
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +16,12 @@ from typing import Any, Callable, Iterable
 import numpy as np
 from tqdm.auto import tqdm
 
-from mmbal.experiments import read_json, run, write_json
+from mmbal.config import RunConfig
+from mmbal.experiments import check_writable, config_changes, config_hash, read_json, run, write_json
 from mmbal.metrics import reliability_bins
 from mmbal.presets import Preset, get_preset
 from mmbal.probe import linear_probe
+from mmbal.train import resolve_device
 
 TRACE_POINTS = 250       # per-step trace columns are subsampled to at most this many points
 TRACE_DIGITS = 5         # and rounded to this many significant digits (keeps each JSON small)
@@ -83,13 +85,27 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return i, n
 
 
-def is_finished(path: Path) -> bool:
-    """A result exists and parses (write_json is atomic, so any existing file is complete)."""
+def record_mismatch(record: Any, cfg: RunConfig) -> str | None:
+    """None when ``record`` is a finished run of ``cfg`` (same config hash), else why it is not."""
+    if not isinstance(record, dict) or "test" not in record:
+        return "no test metrics" + (f" (diverged: {record['diverged']})" if "diverged" in record else "")
     try:
-        with open(path) as fh:
-            return "test" in json.load(fh)
-    except (OSError, ValueError):
-        return False
+        if config_hash(record["config"]) == config_hash(cfg):
+            return None
+        return "config differs: " + ", ".join(config_changes(record["config"], cfg))
+    except (KeyError, TypeError, ValueError) as err:
+        return f"unreadable config ({err})"
+
+
+def cell_status(path: str | Path, cfg: RunConfig) -> str | None:
+    """None when ``path`` holds a finished run of ``cfg``, else why the cell must run."""
+    try:
+        record = read_json(path)
+    except FileNotFoundError:
+        return "not run"
+    except (OSError, ValueError) as err:
+        return f"unreadable ({err})"
+    return record_mismatch(record, cfg)
 
 
 # -- making a record small and self-describing -------------------------------------------------
@@ -128,6 +144,7 @@ def run_cell(cell: Cell, path: str | Path, *, preset: str | Preset | None = None
     preset = get_preset(preset or cell.table)
     cfg = preset.run_config(cell.method, cell.fusion, cell.seed, fast=fast, epochs=epochs, device=device,
                             data_root=data_root)
+    check_writable(path)
     if preset.linear_probe and cfg.regime is not None:          # checked before any training
         raise ValueError(f"preset {preset.name!r} asks for a linear probe, which needs one trained model; "
                          f"method {cell.method!r} is the regime {cfg.regime!r}")
@@ -151,20 +168,30 @@ def sweep(preset: str | Preset, results: str | Path, *, shard: tuple[int, int] =
     """Run every unfinished cell of this shard; returns {"done", "skipped", "failed"} cell lists.
 
     A cell that raises is logged and left unwritten (``keep_going``), so a rerun retries it; a cell
-    finished meanwhile by another shard or machine sharing the folder is skipped."""
+    finished meanwhile by another shard or machine sharing the folder is skipped. Settings, device and
+    the results folder are checked before the first run."""
     preset = get_preset(preset)
     i, n = shard
     cells = grid(preset, methods=methods, fusions=fusions, seeds=seeds, fast=fast)[i::n]
     runner = runner or run_cell
-    todo = [c for c in cells if not is_finished(result_path(results, c, fast=fast))]
+    configs = {c: preset.run_config(c.method, c.fusion, c.seed, fast=fast, epochs=epochs, device=device,
+                                    data_root=data_root) for c in cells}
+    status = {c: cell_status(result_path(results, c, fast=fast), configs[c]) for c in cells}
+    todo = [c for c in cells if status[c] is not None]
     skipped = [c for c in cells if c not in todo]
     log(f"{preset.name}: {len(cells)} runs in shard {i}/{n}, {len(skipped)} finished, "
         f"{len(todo)} to run -> {table_dir(results, preset.name, fast=fast)}")
+    for c in todo:
+        if status[c] != "not run":
+            log(f"  re-run {c.method}/{c.fusion}/seed{c.seed}: {status[c]}")
+    if todo:
+        resolve_device(device)
+        check_writable(result_path(results, todo[0], fast=fast))
     done, failed = [], []
     start = time.perf_counter()
     bar = tqdm(todo, desc="sweep", disable=not progress, unit="run")
     for cell in bar:
-        if is_finished(result_path(results, cell, fast=fast)):     # written meanwhile by another shard
+        if cell_status(result_path(results, cell, fast=fast), configs[cell]) is None:   # another shard wrote it
             skipped.append(cell)
             continue
         bar.set_postfix_str(f"{cell.method}/{cell.fusion}/seed{cell.seed}")

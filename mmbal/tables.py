@@ -2,7 +2,9 @@
 
 The std is the population std (``np.std``, ddof=0) over seeds/folds, as the paper reports it
 (as the MLB paper reports it). Every summary row carries its provenance: commit(s), hardware, dataset,
-seeds, folds and whether the runs were FAST. Also: reliability bins (ECE's 15 bins) of a head.
+seeds, folds, epochs, whether the runs were FAST and how many runs differ from the preset's
+configuration; a cell with fewer seeds than the preset asks shows e.g. "13.8 ± 0.0 (1 of 3)".
+Also: reliability bins (ECE's 15 bins) of a head.
 """
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from mmbal.presets import REFERENCE_SOURCE, Preset, get_preset, reference_numbers
-from mmbal.sweep import table_dir
+from mmbal.experiments import check_writable, read_json
+from mmbal.presets import PRESETS, REFERENCE_SOURCE, Preset, get_preset, reference_numbers
+from mmbal.sweep import record_mismatch, table_dir
 
 STD_DDOF = 0                                    # population std, np.std (as the paper)
 METRICS = ("accuracy", "macro_f1", "ece")
@@ -44,12 +47,15 @@ def primary_head(test: dict[str, Any]) -> str:
 
 def run_row(record: dict[str, Any], path: str | Path = "") -> dict[str, Any]:
     """One flat row per result: the cell, provenance, and test/val metrics of every head."""
+    if "diverged" in record:
+        raise ValueError(f"the run diverged: {record['diverged']}")
     cfg, env, cell = record["config"], record.get("environment", {}), record.get("cell", {})
     row = {"table": cell.get("table"), "method": cell.get("method"),
            "fusion": cell.get("fusion", cfg["model"]["fusion"]),
            "seed": cell.get("seed", cfg["seed"]), "fast": bool(cell.get("fast", cfg.get("fast", False))),
            "dataset": cfg["data"]["name"], "fold": _fold(cfg), "commit": env.get("commit"),
-           "hardware": hardware(env), "torch": env.get("torch"), "epochs_run": len(record.get("history", [])),
+           "hardware": hardware(env), "torch": env.get("torch"), "epochs": cfg.get("optim", {}).get("epochs"),
+           "epochs_run": len(record.get("history", [])),
            "best_epoch": record.get("best_epoch"), "seconds": record.get("seconds"), "path": str(path)}
     head = primary_head(record["test"])
     for metric in METRICS:
@@ -70,13 +76,33 @@ def _fold(cfg: dict[str, Any]):
 
 
 def load_runs(results: str | Path, table: str, *, fast: bool = False) -> pd.DataFrame:
-    """All result JSONs of a table (one row each); an empty frame if none exist."""
+    """All result JSONs of a table (one row each; an empty frame if none exist). ``config_differs`` says
+    how a run's config differs from its preset cell's ("" if not); unreadable files are left out and
+    listed, with the reason, in ``.attrs["unreadable"]``."""
     folder = table_dir(results, table, fast=fast) / "runs"
-    rows = []
+    rows, unreadable = [], []
     for path in sorted(folder.glob("*.json")):
-        with open(path) as fh:
-            rows.append(run_row(json.load(fh), path))
-    return pd.DataFrame(rows)
+        try:
+            record = read_json(path)
+            row = run_row(record, path)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            unreadable.append(f"{path}: {type(err).__name__}: {err}")
+            continue
+        rows.append({**row, "config_differs": _differs(record, table, row)})
+    runs = pd.DataFrame(rows)
+    runs.attrs["unreadable"] = unreadable
+    return runs
+
+
+def _differs(record: dict[str, Any], table: str, row: dict[str, Any]) -> str | None:
+    """How a run's config differs from its preset cell's ("" if not; None for a table that is no preset)."""
+    if table not in PRESETS:
+        return None
+    try:
+        want = get_preset(table).run_config(row["method"], row["fusion"], row["seed"], fast=row["fast"])
+    except (ValueError, KeyError, TypeError) as err:
+        return f"not a cell of {table} ({err})"
+    return record_mismatch(record, want) or ""
 
 
 # -- aggregation -----------------------------------------------------------------------------------
@@ -96,7 +122,8 @@ def summarize(runs: pd.DataFrame, preset: str | Preset | None = None) -> pd.Data
         row = {"method": method, "fusion": fusion, "n": len(g), "seeds": _join(g["seed"], unique=False),
                "folds": _join(g["fold"], unique=False), "dataset": _join(g["dataset"]), "fast": bool(g["fast"].any()),
                "commit": _join(g["commit"]), "hardware": _join(g["hardware"]), "torch": _join(g["torch"]),
-               "seconds_mean": float(g["seconds"].mean())}
+               "epochs": _join(g.get("epochs", [])), "seconds_mean": float(g["seconds"].mean()),
+               "other_config": int((g.get("config_differs", pd.Series(dtype=str)).fillna("") != "").sum())}
         for c in metric_cols:
             values = g[c].dropna().to_numpy(dtype=float)
             row[f"{c}_mean"] = float(values.mean()) if len(values) else np.nan
@@ -116,13 +143,14 @@ def summary_path(results: str | Path, table: str, *, fast: bool = False) -> Path
     return table_dir(results, table, fast=fast) / "summary.csv"
 
 
-def write_summary(table: str, results: str | Path, out: str | Path | None = None, *,
-                  fast: bool = False) -> tuple[Path | None, pd.DataFrame]:
-    """Aggregate a table's JSONs and write the CSV the book renders; (None, empty) if nothing ran."""
-    summary = summarize(load_runs(results, table, fast=fast), table)
+def write_summary(table: str, results: str | Path, out: str | Path | None = None, *, fast: bool = False,
+                  runs: pd.DataFrame | None = None) -> tuple[Path | None, pd.DataFrame]:
+    """Aggregate a table's JSONs (or ``runs`` loaded from them) and write the CSV the book renders;
+    (None, empty) if nothing ran."""
+    summary = summarize(load_runs(results, table, fast=fast) if runs is None else runs, table)
     if summary.empty:
         return None, summary
-    path = Path(out) if out else summary_path(results, table, fast=fast)
+    path = check_writable(Path(out) if out else summary_path(results, table, fast=fast))
     path.parent.mkdir(parents=True, exist_ok=True)
     summary.to_csv(path, index=False, float_format="%.6g")
     return path, summary
@@ -141,6 +169,15 @@ def format_pm(mean: float, std: float, *, percent: bool = True, digits: int = 1)
     return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
 
 
+def cell_note(row, seeds: int) -> str:
+    """`` (1 of 3)`` when a cell has fewer runs than the preset's seeds (1 for FAST), and how many of
+    its runs differ from the preset's configuration; "" for a complete cell."""
+    want = 1 if bool(row.get("fast", False)) else seeds
+    notes = [f"{row['n']} of {want}"] if row["n"] < want else []
+    notes += [f"{row['other_config']} not the preset's config"] if row.get("other_config", 0) > 0 else []
+    return f" ({', '.join(notes)})" if notes else ""
+
+
 def accuracy_table(summary: pd.DataFrame, preset: str | Preset, *, column: str = "test_accuracy",
                    percent: bool = True, digits: int = 1) -> pd.DataFrame:
     """Rows = the preset's methods, columns = its fusions; "mean ± std" or "not yet run"/"—"."""
@@ -154,8 +191,8 @@ def accuracy_table(summary: pd.DataFrame, preset: str | Preset, *, column: str =
                 table.loc[label, f] = NOT_RUN
     for _, r in (summary.iterrows() if not summary.empty else []):
         if (r["method"], r["fusion"]) in cells:
-            table.loc[index[r["method"]], r["fusion"]] = format_pm(r[f"{column}_mean"], r[f"{column}_std"],
-                                                                 percent=percent, digits=digits)
+            value = format_pm(r[f"{column}_mean"], r[f"{column}_std"], percent=percent, digits=digits)
+            table.loc[index[r["method"]], r["fusion"]] = value + cell_note(r, len(preset.seeds))
     table.index.name = "method"
     return table
 

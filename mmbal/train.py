@@ -34,6 +34,8 @@ def set_threads(threads: int | None, device: str = "auto") -> None:
     """CPU runs default to 1 torch thread: with shared cores, more threads are much slower."""
     if threads is None and (device == "cpu" or (device == "auto" and not torch.cuda.is_available())):
         threads = 1
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be an integer >= 1, got {threads}")
     if threads:
         torch.set_num_threads(threads)
 
@@ -41,9 +43,15 @@ def set_threads(threads: int | None, device: str = "auto") -> None:
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} requested but {torch.cuda.device_count()} CUDA devices are "
+                         f"available; use --device cpu")
     return device
 
 
@@ -52,9 +60,6 @@ def check_optim_config(cfg: OptimConfig) -> None:
         raise ValueError(f"unknown optimizer {cfg.name!r}; valid: {', '.join(OPTIMIZERS)}")
     if cfg.schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {cfg.schedule!r}; valid: {', '.join(SCHEDULES)}")
-    if not cfg.lr > 0 or cfg.epochs < 1 or cfg.weight_decay < 0:
-        raise ValueError(f"need lr > 0, epochs >= 1, weight_decay >= 0; got lr={cfg.lr}, "
-                         f"epochs={cfg.epochs}, weight_decay={cfg.weight_decay}")
 
 
 def build_optimizer(model, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -113,6 +118,11 @@ def evaluate(model, loader, device: torch.device, *, num_classes: int, forward: 
     """Accuracy, macro-F1 and ECE of every head ("mm" and each modality) over a loader."""
     logits, labels = predict(model, loader, device, forward=forward, amp=amp)
     return {k: head_metrics(v, labels, num_classes) for k, v in logits.items()}
+
+
+class Diverged(FloatingPointError):
+    """A non-finite training loss: the run stops; ``history`` holds the epochs finished before it."""
+    history: list[dict] = []
 
 
 @dataclass
@@ -184,6 +194,9 @@ class Trainer:
             outputs = self.balancer.forward(self.model, batch)
             losses = self.objective(outputs["logits"], labels)
             losses = self.balancer.loss(outputs, labels, losses)
+        if not torch.isfinite(losses["total"]):
+            raise Diverged(f"training diverged: the loss is {losses['total'].item()} at step {step + 1} of "
+                           f"{self.total_steps}; try a lower lr or a grad_clip")
         self.optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         trace = self.balancer.after_backward(self.model, outputs, labels)
@@ -237,7 +250,11 @@ class Trainer:
             ctx = EpochContext(epoch=epoch, model=self.model, train_loader=self.loaders["train"],
                                device=self.device, history=history)
             balancer_epoch = {k: float(v) for k, v in self.balancer.on_epoch_start(ctx).items()}
-            train_stats, step = self._train_epoch(epoch, step, trace)
+            try:
+                train_stats, step = self._train_epoch(epoch, step, trace)
+            except Diverged as err:
+                err.history = history               # the epochs before the divergence, for the record
+                raise
             record = {"epoch": epoch, "train": train_stats, "balancer": balancer_epoch,
                       "val": self.evaluate("val"), "test": self.evaluate("test"),
                       "seconds": time.perf_counter() - start}

@@ -1,6 +1,8 @@
 """Sweeps: grid and shards, resume after a kill (no partial JSON), compact records, a real tiny run."""
+import dataclasses
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -8,7 +10,7 @@ from mmbal.cli import main
 from mmbal.config import OptimConfig
 from mmbal.experiments import read_json, write_json
 from mmbal.presets import ROWS, Preset, get_preset
-from mmbal.sweep import (TRACE_POINTS, Cell, grid, is_finished, parse_shard, result_path, run_cell,
+from mmbal.sweep import (TRACE_POINTS, Cell, cell_status, grid, parse_shard, result_path, run_cell,
                          subsample_trace, sweep)
 from mmbal.tables import ece_from_bins
 
@@ -19,15 +21,20 @@ TINY = Preset(name="tiny", title="tiny synthetic", dataset="synthetic_av", encod
 
 
 def fake_runner(calls, *, fail_at=None):
-    """Writes a minimal record atomically; raises KeyboardInterrupt at call number ``fail_at``."""
-    def runner(cell, path, **kw):
+    """Writes a minimal record (the cell's config) atomically; raises KeyboardInterrupt at call ``fail_at``."""
+    def runner(cell, path, *, preset=TINY, fast=False, epochs=None, **kw):
         calls.append(cell)
         if fail_at is not None and len(calls) == fail_at:
             raise KeyboardInterrupt("killed")
-        record = {"test": {"mm": {"accuracy": 0.5}}, "cell": cell.__dict__}
+        cfg = preset.run_config(cell.method, cell.fusion, cell.seed, fast=fast, epochs=epochs)
+        record = {"test": {"mm": {"accuracy": 0.5}}, "cell": cell.__dict__, "config": cfg.to_dict()}
         write_json(record, path)
         return record
     return runner
+
+
+def is_finished(path, cell, **kw) -> bool:
+    return cell_status(path, TINY.run_config(cell.method, cell.fusion, cell.seed, **kw)) is None
 
 
 def test_grid_and_shards_partition_the_table():
@@ -56,10 +63,11 @@ def test_killed_sweep_resumes_only_missing_runs(tmp_path):
     assert len(list(runs.glob("*.json"))) == 3                  # three finished before the kill
     assert not [p for p in runs.iterdir() if p.name.endswith(".tmp")]
     result_path(tmp_path, calls[3]).write_text('{"test"')      # a truncated file counts as not run
+    assert cell_status(result_path(tmp_path, calls[3]), TINY.run_config("mlb")).startswith("unreadable (")
     again = []
     out = sweep(TINY, tmp_path, runner=fake_runner(again), progress=False, log=lambda s: None)
     assert len(out["skipped"]) == 3 and len(again) == 7 and set(again).isdisjoint(calls[:3])
-    assert all(is_finished(result_path(tmp_path, c)) for c in grid(TINY))
+    assert all(is_finished(result_path(tmp_path, c), c) for c in grid(TINY))
     assert sweep(TINY, tmp_path, runner=fake_runner([]), progress=False, log=lambda s: None)["done"] == []
 
 
@@ -73,7 +81,7 @@ def test_interrupted_write_leaves_no_partial_json(tmp_path, monkeypatch):
     monkeypatch.setattr(json, "dump", dump_then_die)
     with pytest.raises(KeyboardInterrupt):
         write_json({"test": {}}, path)
-    assert os.listdir(tmp_path) == [] and not is_finished(path)
+    assert os.listdir(tmp_path) == [] and cell_status(path, TINY.run_config("joint")) == "not run"
 
 
 def test_subsample_trace_keeps_ends_and_values():
@@ -126,6 +134,38 @@ def test_a_failing_cell_is_reported_and_retried(tmp_path):
 
     out = sweep(TINY, tmp_path, runner=flaky, progress=False, log=lambda s: None)
     assert [(c.method, c.seed) for c in out["failed"]] == [("mlb", 1), ("mlb", 1)]   # concat and sum
-    assert len(out["done"]) == 8 and not is_finished(result_path(tmp_path, out["failed"][0]))
+    assert len(out["done"]) == 8 and not is_finished(result_path(tmp_path, out["failed"][0]), out["failed"][0])
     again = sweep(TINY, tmp_path, runner=fake_runner([]), progress=False, log=lambda s: None)
     assert sorted(map(str, again["done"])) == sorted(map(str, out["failed"]))
+
+
+def test_a_cell_run_with_another_config_is_rerun_and_said_so(tmp_path):
+    logs = []
+    first = sweep(TINY, tmp_path, epochs=3, runner=fake_runner([]), progress=False, log=logs.append)
+    assert len(first["done"]) == 10 and "10 to run" in logs[0]
+    logs.clear()
+    again = sweep(TINY, tmp_path, runner=fake_runner([]), progress=False, log=logs.append)   # the preset's 1 epoch
+    assert len(again["done"]) == 10 and again["skipped"] == []
+    assert "  re-run joint/concat/seed1: config differs: optim.epochs 3 -> 1" in logs
+    path = result_path(tmp_path, Cell("tiny", "mlb", "concat", 2))
+    saved = read_json(path)
+    assert saved["config"]["optim"]["epochs"] == 1
+    del saved["config"]["optim"]["grad_clip"]            # a record written before a field existed
+    saved["config"].update(device="cuda", progress=True)  # where it ran is not what it computed
+    saved["config"]["data"].update(root="/elsewhere", num_workers=4)
+    write_json(saved, path)
+    assert is_finished(path, Cell("tiny", "mlb", "concat", 2))
+    assert not is_finished(path, Cell("tiny", "mlb", "concat", 2), fast=True)
+    assert sweep(TINY, tmp_path, runner=fake_runner([]), progress=False, log=lambda s: None)["done"] == []
+
+
+def test_committed_results_count_as_finished_for_their_preset():
+    paths = sorted((Path(__file__).parent.parent / "book" / "results").glob("*/runs/*.json"))
+    assert len(paths) > 100
+    for path in paths:
+        cell = read_json(path)["cell"]
+        cfg = get_preset(cell["table"]).run_config(cell["method"], cell["fusion"], cell["seed"],
+                                                   device="cuda", data_root="/data")
+        assert cell_status(path, cfg) is None, path
+    assert cell_status(path, dataclasses.replace(cfg, seed=cfg.seed + 1)) == \
+        f"config differs: seed {cfg.seed} -> {cfg.seed + 1}"

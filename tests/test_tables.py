@@ -11,6 +11,7 @@ from mmbal.experiments import write_json
 from mmbal.metrics import expected_calibration_error
 from mmbal.cli import main
 from mmbal.metrics import reliability_bins
+from mmbal.presets import get_preset
 from mmbal.tables import (NOT_RUN, accuracy_table, compare_runs, ece_from_bins, format_pm, load_runs,
                           paired_difference, paper_table, read_summary, reproduce_commands,
                           summarize, write_summary)
@@ -20,9 +21,9 @@ def record(method, fusion, seed, acc, *, video=0.3, fast=False, table="cremad_re
     heads = {"mm": {"accuracy": acc, "macro_f1": acc - 0.05, "ece": 0.1},
              "audio": {"accuracy": 0.6, "macro_f1": 0.5, "ece": 0.2},
              "video": {"accuracy": video, "macro_f1": 0.2, "ece": 0.05}}
-    fold = {109: 0, 19: 1, 337: 2}[seed]
-    return {"config": {"data": {"name": "cremad", "options": {"fold": fold}}, "model": {"fusion": fusion},
-                       "seed": seed, "fast": fast},
+    config = get_preset(table).run_config(method, fusion, seed, fast=fast).to_dict()    # as a sweep writes it
+    assert config["data"]["options"]["fold"] == {109: 0, 19: 1, 337: 2}[seed]
+    return {"config": config,
             "environment": {"commit": "abc1234", "device": "cuda", "gpu": "NVIDIA H200"},
             "cell": {"table": table, "method": method, "fusion": fusion, "seed": seed, "fast": fast},
             "best_epoch": 3, "seconds": 10.0, "history": [{}] * 5, "val": heads, "test": heads}
@@ -57,7 +58,7 @@ def test_table_cells_and_reference_column(results):
     _, summary = write_summary("cremad_resnet18", results)
     table = accuracy_table(summary, "cremad_resnet18")
     assert table.loc["MLB", "concat"] == "70.0 ± 8.2"
-    assert table.loc["Joint training", "film"] == "50.0 ± 0.0"
+    assert table.loc["Joint training", "film"] == "50.0 ± 0.0 (1 of 3)"          # 1 of the preset's 3 seeds
     assert table.loc["Multi-loss", "film"] == NOT_RUN and table.loc["OGM", "film"] == "—"
     paper = paper_table(summary, "cremad_resnet18")
     assert paper.loc["MLB", "reference: MCR Table 1"] == "71.9 ± 2.2"
