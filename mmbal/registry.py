@@ -1,6 +1,4 @@
 """Name -> component registries: components register where they are defined; ``create`` validates."""
-from __future__ import annotations
-
 import inspect
 from typing import Any, Callable
 
@@ -39,7 +37,6 @@ class Registry:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._entries[name] = factory
             return factory
-
         return decorator
 
     def get(self, name: str) -> Callable[..., Any]:

@@ -7,7 +7,6 @@ import torch.nn.functional as F
 
 from mmbal.balancers import BALANCERS, MLB, EpochContext, FixedCoefficients, mslr_rates
 from mmbal.balancers.agm import agm_coefficients, agm_ratios, agm_scores, coalition_logits, shapley_outputs
-from mmbal.balancers.mslr import mslr_ratio
 from mmbal.balancers.pmr import class_prototypes, pmr_weights, prototype_logits
 from mmbal.config import BalancerConfig, DataConfig, ModelConfig, ObjectiveConfig, OptimConfig, RunConfig
 from mmbal.experiments import run
@@ -167,9 +166,11 @@ def test_pmr_epoch_start_uses_class_means_of_the_encoder_features():
 
 # -- MSLR ------------------------------------------------------------------------------------
 def test_mslr_rates_follow_the_validation_accuracies():
-    assert mslr_ratio([0.5, 0.6], keep_memory=2) == 1.0                    # too short a history
-    assert mslr_ratio([0.5, 0.6, 0.9], keep_memory=2) == pytest.approx(0.9 / 0.55)
-    assert mslr_ratio([0.0, 0.0, 0.3], keep_memory=2) == 1.0               # no division by zero
+    ratios, rates = mslr_rates({"a": [0.5, 0.6], "b": [0.5, 0.6, 0.9], "c": [0.0, 0.0, 0.3]}, keep_memory=2,
+                               init_scale={"b": 2.0})
+    assert ratios["a"] == 1.0                                              # too short a history
+    assert ratios["b"] == pytest.approx(0.9 / 0.55) and rates["b"] == pytest.approx(2 * 0.9 / 0.55)
+    assert ratios["c"] == 1.0                                              # no division by zero
     model, _ = model_and_batch()
     optimizer = build_optimizer(model, OptimConfig())
     mslr = BALANCERS.create("mslr", init_scale={"audio": 0.7, "video": 1.3}, keep_memory=2)

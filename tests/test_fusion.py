@@ -125,7 +125,7 @@ def test_gated_fusion_gates_are_in_unit_interval_and_gate_the_video_projection()
     z = features(dims, b=64)
     z["audio"] = 5 * z["audio"]
     fusion = GatedFusion(("audio", "video"), dims, C, hidden=8)
-    gates = fusion.gate_values(z)
+    gates = torch.sigmoid(fusion.parts["audio"](z["audio"]))          # sigmoid(A z_a), A = parts[gate]
     assert gates.shape == (64, 8)
     assert gates.min() > 0 and gates.max() < 1 and gates.std() > 0.1
     expected = fusion.classifier(gates * fusion.parts["video"](z["video"]))

@@ -1,8 +1,6 @@
 """The balancer hooks: per epoch ``on_epoch_start``; per step ``forward`` -> objective -> ``loss`` ->
 backward -> ``after_backward``. ``apply_coefficients`` scales modality m's step by k_m on the gradient
 (the paper's choice) or on the update (its groups' learning rates, so the pace also changes under Adam)."""
-from __future__ import annotations
-
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +17,6 @@ BALANCERS = Registry("balancer")
 @dataclass
 class EpochContext:
     """What a balancer may look at when an epoch starts."""
-
     epoch: int
     model: Any
     train_loader: Any
@@ -28,9 +25,8 @@ class EpochContext:
 
 
 class Balancer:
-    """No balancing; the base class of all balancers (all hooks are no-ops). Subclasses take
+    """No balancing; the base class of all balancers (its hooks change nothing). Subclasses take
     their own options and pass ``**base`` (``acts_on``) on to it."""
-
     scaled_roles: tuple[str, ...] = ROLES  # which of a modality's parameter groups k scales
     objective = "joint"                    # the objective the method is defined with in its paper
     acts_on_choices = ACTS_ON
@@ -39,10 +35,8 @@ class Balancer:
         require(acts_on in self.acts_on_choices,
                 f"{type(self).__name__}: acts_on must be one of {self.acts_on_choices}, got {acts_on!r}")
         self.acts_on = acts_on
-        self._grads_of: dict[str, list[torch.nn.Parameter]] = {}
-        self._groups_of: dict[str, list[dict]] = {}
+        self._trace: dict[str, torch.Tensor] = {}   # what a forward or loss hook left for after_backward
 
-    # -- set-up ---------------------------------------------------------------------------
     def setup(self, model, optimizer) -> None:
         """Resolve, once, the parameters and optimizer groups each modality's k acts on."""
         self.modalities = model.modalities
@@ -51,21 +45,18 @@ class Balancer:
                                if g.get("modality") == m and g.get("role") in self.scaled_roles]
                            for m in model.modalities}
 
-    # -- hooks ----------------------------------------------------------------------------
     def on_epoch_start(self, ctx: EpochContext) -> dict[str, float]:
         return {}
 
     def forward(self, model, inputs: dict[str, torch.Tensor]) -> dict:
         return model(inputs)
 
-    def loss(self, outputs: dict, labels: torch.Tensor,
-             losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def loss(self, outputs: dict, labels: torch.Tensor, losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return losses
 
     def after_backward(self, model, outputs: dict, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {}
+        return self._trace
 
-    # -- acting on a modality's pace --------------------------------------------------------
     def apply_coefficients(self, coefficients: dict[str, torch.Tensor | float]) -> None:
         """Scale modality m's step by k_m: its gradients, or its groups' learning rates."""
         for m, k in coefficients.items():

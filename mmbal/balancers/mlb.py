@@ -1,8 +1,6 @@
-"""MLB (paper §3.3): k_i = 1 + tanh(alpha (r_i - 1)), r_i = mean_{m != i} s_m / s_i with s_m the true-class
-probability of modality m's unimodal head: the lagging modality (r_i > 1) is accelerated, the leading one
-slowed. ``beta_max`` makes the accelerating branch 1 + (beta_max - 1) tanh(...) (the IJCV/README form)."""
-from __future__ import annotations
-
+"""MLB (Kontras et al., BMVC 2024, §3.3): k_i = 1 + tanh(alpha (r_i - 1)), r_i = mean_{m != i} s_m / s_i with
+s_m the true-class probability of modality m's unimodal head: the lagging modality (r_i > 1) is accelerated, the
+leading one slowed. ``beta_max`` makes the accelerating branch 1 + (beta_max - 1) tanh(...) (the IJCV/README form)."""
 import torch
 
 from mmbal.balancers.base import (BALANCERS, Balancer, check_known_modalities, finite, require,
@@ -16,19 +14,11 @@ def mlb_ratios(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     n = len(scores)
     require(n >= 2, f"MLB needs at least two modalities, got {list(scores)}")
     s = stacked_scores(scores)                                     # (M,)
-    pairwise = s[None, :] / s[:, None]                             # (M, M): [i, j] = s_j / s_i
-    off_diagonal = 1.0 - torch.eye(n, device=s.device)             # (M, M)
-    return dict(zip(scores, (pairwise * off_diagonal).sum(1) / (n - 1)))  # (M,)
+    pairwise = s[None, :] / s[:, None] * (1.0 - torch.eye(n, device=s.device))   # (M, M): [i, j] = s_j / s_i, j != i
+    return dict(zip(scores, pairwise.sum(1) / (n - 1)))            # (M,)
 
 
-def check_mlb_hyperparameters(alpha: float, beta_max: float | None) -> None:
-    require(finite(alpha) and alpha >= 0, f"mlb: alpha must be a finite number >= 0, got {alpha!r}")
-    require(beta_max is None or (finite(beta_max) and beta_max > 0),
-            f"mlb: beta_max must be a finite number > 0 (or None for the uncapped form), got {beta_max!r}")
-
-
-def coefficients_from_ratios(ratios: dict[str, torch.Tensor], alpha: float,
-                             beta_max: float | None = None) -> dict[str, torch.Tensor]:
+def coefficients_from_ratios(ratios: dict[str, torch.Tensor], alpha: float, beta_max: float | None = None) -> dict:
     """k_i = 1 + tanh(alpha (r_i - 1)); with beta_max, 1 + (beta_max - 1) tanh(...) when r_i > 1."""
     out = {}
     for m, r in ratios.items():
@@ -37,10 +27,8 @@ def coefficients_from_ratios(ratios: dict[str, torch.Tensor], alpha: float,
     return out
 
 
-def mlb_coefficients(scores: dict[str, torch.Tensor], alpha: float,
-                     beta_max: float | None = None) -> dict[str, torch.Tensor]:
+def mlb_coefficients(scores: dict[str, torch.Tensor], alpha: float, beta_max: float | None = None) -> dict:
     """MLB's per-modality coefficients k_m from the scores s_m (dict modality -> scalar tensor)."""
-    check_mlb_hyperparameters(alpha, beta_max)
     return coefficients_from_ratios(mlb_ratios(scores), alpha, beta_max)
 
 
@@ -49,16 +37,16 @@ class MLB(Balancer):
     """MLB: k = 1 + tanh(alpha (r - 1)) from the unimodal heads (beta_max caps acceleration).
     ``variant`` "heads" is the method (multi-loss objective); "stopgrad" (``--cls linear_stopgrad``: the joint
     objective's probe heads) and "fused" (``--cls linear_ogm``: the fused head's split) are defined with joint."""
-
     objective = "multi_loss"
 
     def __init__(self, *, alpha: float = 0.5, beta_max: float | None = None, variant: str = "heads", **base):
         super().__init__(**base)
-        check_mlb_hyperparameters(alpha, beta_max)
+        require(finite(alpha) and alpha >= 0, f"mlb: alpha must be a finite number >= 0, got {alpha!r}")
+        require(beta_max is None or (finite(beta_max) and beta_max > 0),
+                f"mlb: beta_max must be a finite number > 0 (or None for the uncapped form), got {beta_max!r}")
         require(variant in VARIANTS, f"mlb: unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
         self.alpha, self.beta_max, self.variant = alpha, beta_max, variant
-        if variant != "heads":
-            self.objective = "joint"
+        self.objective = "multi_loss" if variant == "heads" else "joint"
         if variant == "fused":   # scores from the fused head: the unimodal heads are only probes
             self.scaled_roles = ("encoder", "fusion")
 
@@ -85,14 +73,12 @@ class MLB(Balancer):
 @BALANCERS.register("fixed")
 class FixedCoefficients(Balancer):
     """Constant per-modality k_m, e.g. coefficients={"audio": 0.8, "video": 1.5} (fixed-k control of MLB)."""
-
     objective = "multi_loss"
 
     def __init__(self, *, coefficients: dict[str, float], **base):
         super().__init__(**base)
-        require(isinstance(coefficients, dict) and bool(coefficients),
-                f"fixed: coefficients must be a dict modality -> k, e.g. {{'audio': 0.8, 'video': 1.5}}, "
-                f"got {coefficients!r}")
+        require(isinstance(coefficients, dict) and bool(coefficients), "fixed: coefficients must be a dict "
+                f"modality -> k, e.g. {{'audio': 0.8, 'video': 1.5}}, got {coefficients!r}")
         bad = {m: k for m, k in coefficients.items() if not (finite(k) and k >= 0)}
         require(not bad, f"fixed: every coefficient must be a finite number >= 0, got {bad}")
         self.coefficients = {m: float(k) for m, k in coefficients.items()}

@@ -1,12 +1,10 @@
 """MMCosine (Xu et al., ICASSP 2023): logits_c = s * sum_m cos(z_m, W_{m,c}), features and each class
 row of modality m's block of the late linear fusion L2-normalised (no bias): every modality's
 contribution is bounded by s, so the dominant one cannot win by growing its norms."""
-from __future__ import annotations
-
 import torch
 import torch.nn.functional as F
 
-from mmbal.balancers.base import BALANCERS, Balancer, finite, require, true_class_probability
+from mmbal.balancers.base import BALANCERS, Balancer, finite, require, trace_of, true_class_probability
 
 
 def cosine_logits(z: torch.Tensor, weight: torch.Tensor, scaling: float) -> torch.Tensor:
@@ -23,7 +21,6 @@ class MMCosine(Balancer):
         super().__init__(**base)
         require(finite(scaling) and scaling > 0, f"mmcosine: scaling must be a finite number > 0, got {scaling!r}")
         self.scaling = float(scaling)
-        self._per_modality: dict[str, torch.Tensor] = {}
 
     def setup(self, model, optimizer) -> None:
         require(model.fusion.late_linear, "mmcosine needs a late linear fusion (concat or sum) whose per-modality "
@@ -32,16 +29,12 @@ class MMCosine(Balancer):
 
     def forward(self, model, inputs):
         tokens, features = model.encode(inputs)
-        per = {m: cosine_logits(features[m], model.fusion.parts[m].weight, self.scaling)
-               for m in model.modalities}                                          # (B, C) each
-        logits = {"mm": sum(per.values())}
-        logits.update(model.heads_logits(features))
+        per = {m: cosine_logits(z, model.fusion.parts[m].weight, self.scaling) for m, z in features.items()}  # (B, C)
         self._per_modality = {m: v.detach() for m, v in per.items()}
-        return {"logits": logits, "features": features, "tokens": tokens if model.fusion.uses_tokens else None}
+        return {"logits": {"mm": sum(per.values())} | model.heads_logits(features), "features": features,
+                "tokens": tokens if model.fusion.uses_tokens else None}
 
     def after_backward(self, model, outputs, labels):
-        trace = {}
-        for m, logits in self._per_modality.items():
-            trace[f"score/{m}"] = true_class_probability(logits, labels)
-            trace[f"cos/{m}"] = logits.gather(1, labels[:, None]).mean() / self.scaling
-        return trace
+        per = self._per_modality
+        return trace_of(per, score={m: true_class_probability(v, labels) for m, v in per.items()},
+                        cos={m: v.gather(1, labels[:, None]).mean() / self.scaling for m, v in per.items()})

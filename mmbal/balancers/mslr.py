@@ -1,8 +1,6 @@
 """MSLR (Yao & Mihalcea, ACL Findings 2022), dynamic strategy in the MLB code base's form: at each epoch
 lr_m = init_m * a_{t-1} / mean(a_{t-1-K} .. a_{t-2}) (1 until K + 1 accuracies exist), a = validation
 accuracy of modality m's unimodal head, K = ``keep_memory``, init_m = ``init_scale[m]``."""
-from __future__ import annotations
-
 import torch
 
 from mmbal.balancers.base import BALANCERS, Balancer, EpochContext, check_known_modalities, finite, require
@@ -10,34 +8,25 @@ from mmbal.balancers.base import BALANCERS, Balancer, EpochContext, check_known_
 MIN_PAST_ACCURACY = 1e-6   # below this the past mean carries no signal (an accuracy is k/N >= 1/N)
 
 
-def mslr_ratio(accuracies: list[float], keep_memory: int) -> float:
-    """Latest accuracy over the mean of the ``keep_memory`` before it (1 while history is short,
-    and 1 when that mean is ~0: a ratio to nothing would blow the learning rate up)."""
-    if len(accuracies) <= keep_memory:
-        return 1.0
-    past = accuracies[-1 - keep_memory:-1]
-    mean = sum(past) / len(past)
-    return accuracies[-1] / mean if mean >= MIN_PAST_ACCURACY else 1.0
-
-
 def mslr_rates(val_accuracies: dict[str, list[float]], *, keep_memory: int,
                init_scale: dict[str, float] | None = None) -> tuple[dict, dict]:
-    """(ratio_m, lr multiplier_m) for every modality from its validation-accuracy history."""
-    init_scale = init_scale or {}
-    ratios = {m: mslr_ratio(list(acc), keep_memory) for m, acc in val_accuracies.items()}
-    return ratios, {m: init_scale.get(m, 1.0) * r for m, r in ratios.items()}
+    """(ratio_m, lr multiplier init_m * ratio_m) per modality: the latest accuracy over the mean of the K before
+    it; 1 while the history is short, and 1 when that mean is ~0 (a ratio to nothing would blow the rate up)."""
+    ratios = {}
+    for m, acc in val_accuracies.items():
+        past = list(acc)[-1 - keep_memory:-1]
+        mean = sum(past) / max(len(past), 1)
+        ratios[m] = acc[-1] / mean if len(acc) > keep_memory and mean >= MIN_PAST_ACCURACY else 1.0
+    return ratios, {m: (init_scale or {}).get(m, 1.0) * r for m, r in ratios.items()}
 
 
 @BALANCERS.register("mslr")
 class MSLR(Balancer):
     """MSLR: per-modality learning rates init_m * (val acc / its recent mean), set per epoch.
-
     Acts on the update (encoder and fusion part) by default, as a learning rate does."""
-
     scaled_roles = ("encoder", "fusion")   # the unimodal probe heads keep the global rate
 
-    def __init__(self, *, init_scale: dict[str, float] | None = None, keep_memory: int = 5,
-                 acts_on: str = "update"):
+    def __init__(self, *, init_scale: dict[str, float] | None = None, keep_memory: int = 5, acts_on: str = "update"):
         super().__init__(acts_on=acts_on)
         require(isinstance(keep_memory, int) and keep_memory >= 1,
                 f"mslr: keep_memory must be an integer >= 1, got {keep_memory!r}")
@@ -45,8 +34,6 @@ class MSLR(Balancer):
         bad = {m: v for m, v in init_scale.items() if not (finite(v) and v > 0)}
         require(not bad, f"mslr: init_scale values must be finite numbers > 0, got {bad}")
         self.init_scale, self.keep_memory = init_scale, keep_memory
-        self._k: dict[str, float] = {}
-        self._k_trace: dict[str, torch.Tensor] = {}
 
     def setup(self, model, optimizer) -> None:
         check_known_modalities("mslr: init_scale", self.init_scale, model)
@@ -63,9 +50,7 @@ class MSLR(Balancer):
         accuracies = {m: [h["val"][m]["accuracy"] for h in ctx.history] for m in self.modalities}
         ratios, rates = mslr_rates(accuracies, keep_memory=self.keep_memory, init_scale=self.init_scale)
         self._set(rates)
-        report = {f"ratio/{m}": ratios[m] for m in self.modalities}
-        report.update({f"lr_scale/{m}": rates[m] for m in self.modalities})
-        return report
+        return {f"ratio/{m}": ratios[m] for m in self.modalities} | {f"lr_scale/{m}": rates[m] for m in self.modalities}
 
     def after_backward(self, model, outputs, labels):
         if self.acts_on == "gradient":

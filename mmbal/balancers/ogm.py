@@ -1,8 +1,6 @@
 """OGM and OGM-GE (Peng et al., CVPR 2022), deceleration only: s_m = sum_batch softmax[y] of modality m's
 share of the fused head, rho_m = s_m / mean of the others', k_m = 1 - tanh(alpha rho_m) if rho_m > 1 else 1
 (Eq. 10 as in the official code). OGM-GE adds noise N(0, std(grad)) to the encoders' weight gradients."""
-from __future__ import annotations
-
 import torch
 
 from mmbal.balancers.base import (BALANCERS, Balancer, finite, mean_of_others, require, stacked_scores, trace_of)
@@ -19,7 +17,6 @@ def ogm_coefficients(scores: dict[str, torch.Tensor], alpha: float) -> tuple[dic
 @BALANCERS.register("ogm")
 class OGM(Balancer):
     """OGM: slow the dominant modality's encoder by 1 - tanh(alpha * rho) (fused-head scores)."""
-
     scaled_roles = ("encoder",)
     noise = False
 
@@ -33,26 +30,18 @@ class OGM(Balancer):
             split = model.fusion.unimodal_logits(outputs["features"], outputs.get("tokens"))
             scores = {m: torch.softmax(split[m].float(), 1).gather(1, labels[:, None]).sum() for m in model.modalities}
         rho, coeffs = ogm_coefficients(scores, self.alpha)
-        if self.noise:
-            self._scale_with_noise(coeffs)
-        else:
-            self.apply_coefficients(coeffs)
-        return trace_of(model.modalities, score=scores, ratio=rho, coeff=coeffs)
-
-    def _scale_with_noise(self, coeffs) -> None:
-        """OGM-GE: g <- k g + N(0, std(g)) on weight tensors (noise scale from the unscaled g)."""
+        # OGM-GE: g <- k g + N(0, std(g)) on weight tensors (noise scale from the unscaled g)
         stds = {m: [p.grad.std() if p.grad.dim() > 1 and p.grad.numel() > 1 else None
-                    for p in self._grads_of[m] if p.grad is not None] for m in coeffs}
+                    for p in self._grads_of[m] if p.grad is not None] for m in coeffs} if self.noise else {}
         self.apply_coefficients(coeffs)
-        for m in coeffs:
-            grads = [p.grad for p in self._grads_of[m] if p.grad is not None]
-            for g, std in zip(grads, stds[m]):
+        for m, noise_stds in stds.items():
+            for g, std in zip([p.grad for p in self._grads_of[m] if p.grad is not None], noise_stds):
                 if std is not None:
                     g.add_(torch.randn_like(g) * (std + 1e-8))
+        return trace_of(model.modalities, score=scores, ratio=rho, coeff=coeffs)
 
 
 @BALANCERS.register("ogm_ge")
 class OGMGE(OGM):
     """OGM-GE: OGM plus Gaussian gradient noise with the gradient's own std (generalisation)."""
-
     noise = True

@@ -1,8 +1,6 @@
 """PMR (Fan et al., CVPR 2023): prototypes c_{m,k} = class means of z_m, refreshed per epoch; the modality
 with rho_m = s_m / mean_{j != m} s_j < 1 (s_m: summed prototype probability of y) gets alpha * PCE_m, as in
 the MLB code base; the PMR paper's entropy regulariser (``entropy_weight``, ``entropy_epochs``) is off by default."""
-from __future__ import annotations
-
 import math
 
 import torch
@@ -18,9 +16,7 @@ def class_prototypes(features: torch.Tensor, labels: torch.Tensor, num_classes: 
     sums.index_add_(0, labels, features)                                         # (C, D)
     counts = torch.bincount(labels, minlength=num_classes).to(features.dtype)     # (C,)
     means = sums / counts.clamp_min(1)[:, None]
-    if previous is not None:
-        means = torch.where(counts[:, None] > 0, means, previous)
-    return means
+    return means if previous is None else torch.where(counts[:, None] > 0, means, previous)
 
 
 def prototype_logits(z: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
@@ -52,17 +48,13 @@ class PMR(Balancer):
                 f"pmr: entropy_epochs must be an integer >= 0, got {entropy_epochs!r}")
         self.alpha, self.refresh_fraction = alpha, refresh_fraction
         self.entropy_weight, self.entropy_epochs = entropy_weight, entropy_epochs
-        self.prototypes: dict[str, torch.Tensor] = {}
-        self.epoch = 0
-        self._trace: dict[str, torch.Tensor] = {}
+        self.prototypes, self.epoch = {}, 0   # modality -> (C, D) class means; the current epoch
 
     @torch.no_grad()
     def on_epoch_start(self, ctx: EpochContext) -> dict[str, float]:
         """Recompute prototypes: every training batch at epoch 0, ``refresh_fraction`` of them later."""
-        self.epoch = ctx.epoch
-        model, loader = ctx.model, ctx.train_loader
-        fraction = 1.0 if not self.prototypes else self.refresh_fraction
-        n_batches = max(1, math.ceil(fraction * len(loader)))
+        self.epoch, model, loader = ctx.epoch, ctx.model, ctx.train_loader
+        n_batches = max(1, math.ceil((self.refresh_fraction if self.prototypes else 1.0) * len(loader)))
         was_training = model.training
         model.eval()
         feats: dict[str, list] = {m: [] for m in model.modalities}
@@ -72,24 +64,18 @@ class PMR(Balancer):
                 break
             _, features = model.encode({m: batch[m].to(ctx.device) for m in model.modalities})
             for m in model.modalities:
-                feats[m].append(features[m].float())
+                feats[m].append(features[m].float())                             # (B, D)
             labels.append(batch["label"].to(ctx.device))
         model.train(was_training)
-        y = torch.cat(labels)
-        report = {}
         for m in model.modalities:
-            self.prototypes[m] = class_prototypes(torch.cat(feats[m]), y, model.num_classes,
+            self.prototypes[m] = class_prototypes(torch.cat(feats[m]), torch.cat(labels), model.num_classes,
                                                   self.prototypes.get(m))         # (C, D)
-            report[f"proto_spread/{m}"] = torch.pdist(self.prototypes[m]).mean().item()
-        return report
+        return {f"proto_spread/{m}": torch.pdist(self.prototypes[m]).mean().item() for m in model.modalities}
 
     def loss(self, outputs, labels, losses):
-        if not self.prototypes:
-            raise RuntimeError("pmr: prototypes are computed in on_epoch_start; call it before training")
         names = list(outputs["features"])
         logits = {m: prototype_logits(outputs["features"][m], self.prototypes[m]) for m in names}  # (B, C)
-        probs = {m: torch.softmax(logits[m].detach(), 1) for m in names}
-        scores = {m: probs[m].gather(1, labels[:, None]).sum() for m in names}
+        scores = {m: torch.softmax(logits[m].detach(), 1).gather(1, labels[:, None]).sum() for m in names}
         rho, beta = pmr_weights(scores, self.alpha)
         total = losses["total"]
         self._trace = {}
@@ -105,6 +91,3 @@ class PMR(Balancer):
                                 f"coeff/{m}": beta[m], f"pce/{m}": pce.detach(),
                                 f"dist/{m}": -logits[m].detach().gather(1, labels[:, None]).mean()})
         return {**losses, "total": total}
-
-    def after_backward(self, model, outputs, labels):
-        return self._trace

@@ -1,14 +1,9 @@
 """Models: encoder families and fusions (registered where they are defined) and the model builder."""
-from __future__ import annotations
-
 from typing import Any
 
+from mmbal.models import conformer, fusion, resnet, small_cnn  # noqa: F401  (register their encoders and fusions)
 from mmbal.models.base import ENCODERS, FUSIONS, Encoder, Fusion
-from mmbal.models.conformer import ConformerEncoder
-from mmbal.models.fusion import (ConcatFusion, FiLMFusion, GatedFusion, MLPFusion, SumFusion, TransformerFusion)
 from mmbal.models.multimodal import ROLES, MultimodalModel
-from mmbal.models.resnet import ResNet18
-from mmbal.models.small_cnn import SmallCNN
 from mmbal.models.unimodal import EnsembleModel, UnimodalModel
 
 
@@ -24,6 +19,5 @@ def build_model(*, input_shapes: dict[str, tuple], num_classes: int, encoder: st
     return MultimodalModel(encoders, fused, num_classes)
 
 
-__all__ = ["ENCODERS", "FUSIONS", "ROLES", "ConcatFusion", "ConformerEncoder", "EnsembleModel", "Encoder",
-           "FiLMFusion", "Fusion", "GatedFusion", "MLPFusion", "MultimodalModel", "ResNet18", "SmallCNN",
-           "SumFusion", "TransformerFusion", "UnimodalModel", "build_model"]
+__all__ = ["ENCODERS", "FUSIONS", "ROLES", "EnsembleModel", "Encoder", "Fusion", "MultimodalModel", "UnimodalModel",
+           "build_model"]

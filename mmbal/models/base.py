@@ -1,8 +1,6 @@
 """Encoder and fusion interfaces, and their registries ``ENCODERS`` / ``FUSIONS``: an encoder maps one
 modality to tokens (B, L, D), pooled by the model to z_m (B, D); a fusion maps every z_m (and tokens, if it
 uses them) to logits (B, C) and keeps the modules that see modality m alone in ``parts[m]``."""
-from __future__ import annotations
-
 from typing import Sequence
 
 import torch
@@ -12,11 +10,11 @@ from mmbal.registry import Registry
 
 ENCODERS = Registry("encoder")
 FUSIONS = Registry("fusion")
+Tensors = dict[str, torch.Tensor]   # modality -> tensor
 
 
 class Encoder(nn.Module):
     """Base class: subclasses set ``out_dim`` and implement ``encode(x) -> (B, L, D)``."""
-
     out_dim: int
 
     def __init__(self, modality: str, input_shape: Sequence[int | None]):
@@ -24,45 +22,37 @@ class Encoder(nn.Module):
         self.modality = modality
         self.input_shape = tuple(input_shape)  # per-sample shape; None = any size on that axis
 
-    def check_input(self, x: torch.Tensor) -> None:
-        """Fail with a message naming the expected shape (B, *input_shape)."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Check x against (B, *input_shape), failing with a message naming it, then encode it to (B, L, D)."""
         expected = self.input_shape
-        ok = x.dim() == len(expected) + 1 and all(e is None or e == s for e, s in zip(expected, x.shape[1:]))
-        if not ok:
+        if x.dim() != len(expected) + 1 or any(e is not None and e != s for e, s in zip(expected, x.shape[1:])):
             shown = ", ".join("*" if e is None else str(e) for e in expected)
             raise ValueError(f"{type(self).__name__} for {self.modality!r} expects input of shape "
                              f"(B, {shown}), got {tuple(x.shape)}")
+        return self.encode(x)
+
+
+class GridEncoder(Encoder):
+    """Base class of 2D-CNN encoders: ``trunk`` on a (C, F, T) spectrogram or on every frame of a (C, T, H, W)
+    clip; its output cells are the tokens (B, L, D) (their mean is the global / 3D average pool)."""
+
+    def __init__(self, modality: str, input_shape, family: str):
+        if len(input_shape) not in (3, 4):
+            raise ValueError(f"{family}: {modality!r} input must be (C, F, T) or (C, T, H, W), got {input_shape}")
+        super().__init__(modality, (input_shape[0],) + (None,) * (len(input_shape) - 1))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        return self.encode(x)  # (B, L, D)
-
-
-def grid_input_shape(family: str, modality: str, input_shape) -> tuple:
-    """The per-sample shape a 2D-CNN encoder accepts: (C, *, *) spectrogram or (C, *, *, *) clip."""
-    if len(input_shape) not in (3, 4):
-        raise ValueError(f"{family}: {modality!r} input must be (C, F, T) or (C, T, H, W), got {input_shape}")
-    return (input_shape[0],) + (None,) * (len(input_shape) - 1)
-
-
-def grid_tokens(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """A 2D net on a spectrogram (B, C, F, T) or on every frame of a clip (B, C, T, H, W); its
-    output cells are the tokens (B, L, D) (their mean is the global / 3D average pool)."""
-    if x.dim() == 4:
-        return net(x).flatten(2).transpose(1, 2)                        # (B, D, F', T') -> (B, F'*T', D)
-    b, c, t, h, w = x.shape
-    y = net(x.transpose(1, 2).reshape(b * t, c, h, w))                  # (B*T, D, H', W')
-    return y.flatten(2).transpose(1, 2).reshape(b, -1, y.shape[1])      # (B, T*H'*W', D)
+        if x.dim() == 4:
+            return self.trunk(x).flatten(2).transpose(1, 2)                 # (B, D, F', T') -> (B, F'*T', D)
+        b, c, t, h, w = x.shape
+        y = self.trunk(x.transpose(1, 2).reshape(b * t, c, h, w))           # (B*T, D, H', W')
+        return y.flatten(2).transpose(1, 2).reshape(b, -1, y.shape[1])      # (B, T*H'*W', D)
 
 
 class Fusion(nn.Module):
-    """Base class of fusion heads: ``parts[m]`` (scaled with modality m by balancers), the rest shared;
-    ``uses_tokens`` asks for token sequences too; ``late_linear`` declares logits = sum_m parts[m](z_m) (+ bias)
-    with ``parts[m]`` an ``nn.Linear(D_m, C)`` (MMCosine needs it)."""
-
+    """Base class of fusion heads, which implement ``fuse(features, tokens) -> (B, C)``: ``parts[m]`` (scaled
+    with modality m by balancers), the rest shared; ``uses_tokens`` asks for token sequences too; ``late_linear``
+    declares logits = sum_m parts[m](z_m) (+ bias) with ``parts[m]`` an ``nn.Linear(D_m, C)`` (MMCosine needs it)."""
     uses_tokens = False
     late_linear = False
     min_modalities = 2
@@ -75,25 +65,16 @@ class Fusion(nn.Module):
             expected = f"exactly {low}" if high == low else f"{low} or more" if high is None else f"{low} to {high}"
             raise ValueError(f"{type(self).__name__} fuses {expected} modalities, got {n}: {list(modalities)}")
         self.modalities = tuple(modalities)
-        self.dims = dict(dims)
-        self.num_classes = num_classes
         self.parts = nn.ModuleDict()
 
-    def fuse(self, features: dict[str, torch.Tensor],
-             tokens: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        raise NotImplementedError
-
-    def forward(self, features: dict[str, torch.Tensor],
-                tokens: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(self, features: Tensors, tokens: Tensors | None = None) -> torch.Tensor:
         return self.fuse(features, tokens)  # (B, C)
 
-    def unimodal_logits(self, features: dict[str, torch.Tensor],
-                        tokens: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    def unimodal_logits(self, features: Tensors, tokens: Tensors | None = None) -> Tensors:
         """Each modality's share of the fused prediction (OGM): by default the fusion with every other
         modality's input set to zero; late linear fusions return the exact split of their linear layer."""
         def only(m, inputs):                # modality m's inputs, the others' set to zero
             return None if inputs is None else {k: v if k == m else torch.zeros_like(v) for k, v in inputs.items()}
-
         return {m: self.fuse(only(m, features), only(m, tokens)) for m in self.modalities}
 
     def shared_parameters(self) -> list[nn.Parameter]:

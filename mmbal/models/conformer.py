@@ -1,8 +1,6 @@
 """Conformer encoders (paper §4.2) on torchaudio's Conformer, attending along time within each sample (the
 official code attends across the batch). frontend -> (B, T, D_in) -> Linear(D_in, 50) -> Linear(50, d) ->
 Dropout -> Conformer (5 blocks, d 512, 8 heads, FF 2048, kernel 31, dropout 0.1) -> tokens (B, T, d)."""
-from __future__ import annotations
-
 import torch
 from torch import nn
 from torchaudio.models import Conformer
@@ -30,19 +28,8 @@ class FrameFeatures(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, t, h, w = x.shape
-        frames = x.transpose(1, 2).reshape(b * t, c, h, w)      # (B*T, C, H, W)
-        y = self.net(frames).mean(dim=(2, 3))                   # (B*T, D)
-        return y.reshape(b, t, -1)                              # (B, T, D)
-
-
-def _resolve_kind(input_kind: str, input_shape: tuple) -> str:
-    """The named input kind, or the one the rank of the per-sample shape implies ("auto")."""
-    kind = {r: k for k, r in RANKS.items()}.get(len(input_shape)) if input_kind == "auto" else input_kind
-    if RANKS.get(kind) != len(input_shape):
-        raise ValueError(f"conformer: input_kind {input_kind!r} (one of auto, {', '.join(RANKS)}) does not fit the "
-                         f"per-sample shape {input_shape}: (T, D_in) features, (C, F, T) spectrogram or "
-                         "(C, T, H, W) frames")
-    return kind
+        y = self.net(x.transpose(1, 2).reshape(b * t, c, h, w)).mean(dim=(2, 3))   # (B*T, C, H, W) -> (B*T, D)
+        return y.reshape(b, t, -1)                                                 # (B, T, D)
 
 
 @ENCODERS.register("conformer")
@@ -57,26 +44,27 @@ class ConformerEncoder(Encoder):
                  kernel_size: int = 31, dropout: float = 0.1, bottleneck: int | None = 50,
                  frame_width: int = 16, frame_dim: int = 64, use_group_norm: bool = False):
         input_shape = tuple(input_shape)
+        kind = {r: k for k, r in RANKS.items()}.get(len(input_shape)) if input_kind == "auto" else input_kind
         if frontend is not None:
             if frontend_dim is None:
                 raise ValueError("conformer: a custom frontend needs frontend_dim (its feature size D_in)")
             expected, in_dim = input_shape, frontend_dim
-        else:
-            kind = _resolve_kind(input_kind, input_shape)
-            if kind == "features":            # precomputed (T, D_in), e.g. wav2vec2 / face features
-                expected, in_dim, frontend = (None, input_shape[1]), input_shape[1], nn.Identity()
-            elif kind == "spectrogram":       # (C, F, T): T frames of C*F features
-                c, f = input_shape[:2]
-                expected, in_dim, frontend = (c, f, None), c * f, SpectrogramFrames()
-            else:                             # (C, T, H, W): per-frame CNN features
-                expected, in_dim = (input_shape[0], None, None, None), frame_dim
-                frontend = FrameFeatures(input_shape[0], width=frame_width, out_dim=frame_dim)
+        elif RANKS.get(kind) != len(input_shape):
+            raise ValueError(f"conformer: input_kind {input_kind!r} (one of auto, {', '.join(RANKS)}) does not fit the "
+                             f"per-sample shape {input_shape}: (T, D_in) features, (C, F, T) spectrogram or "
+                             "(C, T, H, W) frames")
+        elif kind == "features":              # precomputed (T, D_in), e.g. wav2vec2 / face features
+            expected, in_dim, frontend = (None, input_shape[1]), input_shape[1], nn.Identity()
+        elif kind == "spectrogram":           # (C, F, T): T frames of C*F features
+            c, f = input_shape[:2]
+            expected, in_dim, frontend = (c, f, None), c * f, SpectrogramFrames()
+        else:                                 # (C, T, H, W): per-frame CNN features
+            expected, in_dim = (input_shape[0], None, None, None), frame_dim
+            frontend = FrameFeatures(input_shape[0], width=frame_width, out_dim=frame_dim)
         super().__init__(modality, expected)
         if d_model % num_heads:
             raise ValueError(f"conformer: d_model ({d_model}) must be divisible by num_heads ({num_heads})")
-        self.out_dim = d_model
-        self.in_dim = in_dim
-        self.frontend = frontend
+        self.out_dim, self.in_dim, self.frontend = d_model, in_dim, frontend
         proj: list[nn.Module] = ([nn.Linear(in_dim, bottleneck, bias=False), nn.Linear(bottleneck, d_model)]
                                  if bottleneck else [nn.Linear(in_dim, d_model)])
         self.proj = nn.Sequential(*proj, nn.Dropout(dropout))
@@ -90,5 +78,4 @@ class ConformerEncoder(Encoder):
             raise ValueError(f"conformer frontend must return (B, T, {self.in_dim}), got {tuple(feats.shape)}")
         h = self.proj(feats)                                       # (B, T, d)
         lengths = torch.full((h.shape[0],), h.shape[1], dtype=torch.long, device=h.device)
-        out, _ = self.conformer(h, lengths)                        # (B, T, d), attention along T
-        return out
+        return self.conformer(h, lengths)[0]                       # (B, T, d), attention along T

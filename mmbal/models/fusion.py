@@ -1,8 +1,6 @@
 """The fusion heads of the paper (§5 ``cls_type``): late ``sum`` / ``concat``, mid ``mlp``, ``film``,
 ``gated`` and ``transformer``; the modules that see modality m alone are ``parts[m]`` (scaled with m by
 OGM / MLB), the rest (output layers, shared biases, the transformer) is shared."""
-from __future__ import annotations
-
 import torch
 from torch import nn
 
@@ -11,8 +9,7 @@ from mmbal.models.base import FUSIONS, Fusion
 
 def _pick_pair(fusion: str, modalities: tuple[str, ...], first: str | None, role: str) -> tuple[str, str]:
     """(first, second) of a two-modality fusion; ``first`` defaults to audio (the paper's choice)."""
-    if first is None:
-        first = "audio" if "audio" in modalities else modalities[0]
+    first = ("audio" if "audio" in modalities else modalities[0]) if first is None else first
     if first not in modalities:
         raise ValueError(f"{fusion}: {role} must be one of {list(modalities)}, got {first!r}")
     return first, next(m for m in modalities if m != first)
@@ -23,7 +20,6 @@ class ConcatFusion(Fusion):
     """Late linear fusion over the concatenated features (the paper's "Late-Linear").
     logits = W [z_1; ...; z_M] + b = sum_m W_m z_m + b: one bias-free Linear per modality (``parts[m]``) and a
     shared bias, so MLB scales each block W_m with its modality but not the bias (paper §3.4)."""
-
     late_linear = True
     shared_bias = True
 
@@ -48,7 +44,6 @@ class ConcatFusion(Fusion):
 class SumFusion(ConcatFusion):
     """Late sum of per-modality linear classifiers (each with its own bias).
     logits = sum_m (W_m z_m + b_m): each modality owns its whole classifier, bias included."""
-
     shared_bias = False
 
 
@@ -66,8 +61,7 @@ class MLPFusion(Fusion):
                                  nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
 
     def fuse(self, features, tokens=None):
-        h = sum(self.parts[m](features[m]) for m in self.modalities) + self.bias  # (B, hidden)
-        return self.mlp(h)                                                          # (B, C)
+        return self.mlp(sum(self.parts[m](features[m]) for m in self.modalities) + self.bias)  # (B, hidden) -> (B, C)
 
 
 @FUSIONS.register("film")
@@ -75,11 +69,9 @@ class FiLMFusion(Fusion):
     """FiLM: audio features scale and shift the video features (exactly two modalities).
     [gamma, beta] = G z_c (``parts[c]``), logits = W (gamma z_t + beta) + b (Perez et al. 2018, §5 ``film``); with
     ``residual=True`` the scale is 1 + gamma and G starts at zero (identity modulation)."""
-
     min_modalities = max_modalities = 2
 
-    def __init__(self, modalities, dims, num_classes, *, conditioner: str | None = None,
-                 residual: bool = False):
+    def __init__(self, modalities, dims, num_classes, *, conditioner: str | None = None, residual: bool = False):
         super().__init__(modalities, dims, num_classes)
         self.conditioner, self.target = _pick_pair("film", self.modalities, conditioner, "conditioner")
         self.residual = residual
@@ -89,13 +81,9 @@ class FiLMFusion(Fusion):
             nn.init.zeros_(self.parts[self.conditioner].bias)
         self.classifier = nn.Linear(dims[self.target], num_classes)
 
-    def modulation(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(gamma, beta), each (B, D_t), computed from the conditioning modality."""
-        gamma, beta = self.parts[self.conditioner](features[self.conditioner]).chunk(2, dim=-1)
-        return (1.0 + gamma if self.residual else gamma), beta                # (B, 2 D_t) -> 2 x (B, D_t)
-
     def fuse(self, features, tokens=None):
-        gamma, beta = self.modulation(features)
+        gamma, beta = self.parts[self.conditioner](features[self.conditioner]).chunk(2, dim=-1)  # 2 x (B, D_t)
+        gamma = 1.0 + gamma if self.residual else gamma
         return self.classifier(gamma * features[self.target] + beta)            # (B, D_t) -> (B, C)
 
 
@@ -103,11 +91,9 @@ class FiLMFusion(Fusion):
 class GatedFusion(Fusion):
     """Gated: sigmoid(audio projection) gates the video projection (exactly two modalities).
     logits = W (sigmoid(A z_g) * (V z_v)) + b, ``parts[g] = A``, ``parts[v] = V`` (Kiela et al. 2018, §5 ``gated``)."""
-
     min_modalities = max_modalities = 2
 
-    def __init__(self, modalities, dims, num_classes, *, gate: str | None = None,
-                 hidden: int | None = None):
+    def __init__(self, modalities, dims, num_classes, *, gate: str | None = None, hidden: int | None = None):
         super().__init__(modalities, dims, num_classes)
         self.gate, self.value = _pick_pair("gated", self.modalities, gate, "gate")
         hidden = hidden or dims[self.value]
@@ -115,13 +101,9 @@ class GatedFusion(Fusion):
         self.parts[self.value] = nn.Linear(dims[self.value], hidden)
         self.classifier = nn.Linear(hidden, num_classes)
 
-    def gate_values(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        """sigmoid(A z_g), shape (B, hidden), every value in (0, 1)."""
-        return torch.sigmoid(self.parts[self.gate](features[self.gate]))
-
     def fuse(self, features, tokens=None):
-        gated = self.gate_values(features) * self.parts[self.value](features[self.value])  # (B, hidden)
-        return self.classifier(gated)                                                       # (B, C)
+        gates = torch.sigmoid(self.parts[self.gate](features[self.gate]))                  # (B, hidden), in (0, 1)
+        return self.classifier(gates * self.parts[self.value](features[self.value]))      # (B, hidden) -> (B, C)
 
 
 class TokenProjection(nn.Module):
@@ -141,7 +123,6 @@ class TransformerFusion(Fusion):
     """Token fusion: CLS + projected tokens of every modality through a small transformer encoder.
     [CLS; P_1 t_1 + e_1; ...] -> 2 pre-norm layers -> logits = W LayerNorm(h_CLS) + b (§5 ``tf``, whose
     Conformer is replaced: no convolution over tokens whose order mixes space and time); ``parts[m]`` = P_m, e_m."""
-
     uses_tokens = True
 
     def __init__(self, modalities, dims, num_classes, *, d_model: int = 512, num_layers: int = 2,
@@ -158,18 +139,15 @@ class TransformerFusion(Fusion):
         self.norm = nn.LayerNorm(d_model)
         self.classifier = nn.Linear(d_model, num_classes)
 
-    def _classify(self, tokens: dict[str, torch.Tensor], modalities) -> torch.Tensor:
+    def fuse(self, features, tokens=None, modalities=None):
+        """CLS attending to the tokens of ``modalities`` (all by default; modality m alone: m's prediction)."""
         if tokens is None:
             raise ValueError("transformer fusion needs the token sequences (B, L_m, D_m) of every modality")
-        first = tokens[modalities[0]]
-        seq = [self.cls.expand(first.shape[0], -1, -1)]                         # (B, 1, d)
+        modalities = modalities or self.modalities
+        seq = [self.cls.expand(tokens[modalities[0]].shape[0], -1, -1)]         # (B, 1, d)
         seq += [self.parts[m](tokens[m]) for m in modalities]                   # (B, L_m, d) each
         h = self.encoder(torch.cat(seq, dim=1))                                 # (B, 1 + sum L_m, d)
         return self.classifier(self.norm(h[:, 0]))                              # (B, d) -> (B, C)
 
-    def fuse(self, features, tokens=None):
-        return self._classify(tokens, self.modalities)
-
     def unimodal_logits(self, features, tokens=None):
-        """Modality m's prediction: the same head attending to CLS and m's tokens only."""
-        return {m: self._classify(tokens, (m,)) for m in self.modalities}
+        return {m: self.fuse(features, tokens, (m,)) for m in self.modalities}

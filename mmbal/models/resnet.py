@@ -1,8 +1,6 @@
 """ResNet-18 encoders of OGM-GE / MLB (paper §4.2) on torchvision's ResNet: the spectrogram (C = 1
 channel) or every frame of a clip through a 2D ResNet-18; tokens are the final cells, so their mean is the
 global (audio) or 3D (video, over T, H, W) average pool of the official code. Output: 512-d."""
-from __future__ import annotations
-
 from functools import partial
 from pathlib import Path
 from typing import Sequence
@@ -11,16 +9,9 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
-from mmbal.models.base import ENCODERS, Encoder, grid_input_shape, grid_tokens
+from mmbal.models.base import ENCODERS, GridEncoder
 
-NORMS = ("batch", "group")
-RESNET18_LAYERS = (2, 2, 2, 2)
-
-
-def _norm_layer(norm: str):
-    if norm not in NORMS:
-        raise ValueError(f"resnet18: norm must be one of {NORMS}, got {norm!r}")
-    return nn.BatchNorm2d if norm == "batch" else partial(nn.GroupNorm, 32)
+NORMS = {"batch": nn.BatchNorm2d, "group": partial(nn.GroupNorm, 32)}
 
 
 def load_pretrained(net: ResNet, path: str | Path, in_channels: int) -> None:
@@ -41,32 +32,23 @@ def load_pretrained(net: ResNet, path: str | Path, in_channels: int) -> None:
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
-def resnet18_trunk(in_channels: int, *, layers: Sequence[int] = RESNET18_LAYERS, norm: str = "batch",
-                   pretrained_weights: str | Path | None = None) -> nn.Sequential:
-    """torchvision's ResNet-18 (random init unless weights are given) without avgpool and fc."""
-    if len(layers) != 4 or any(int(n) < 1 for n in layers):
-        raise ValueError(f"resnet18: layers must be 4 block counts >= 1, got {layers}")
-    net = ResNet(BasicBlock, [int(n) for n in layers], norm_layer=_norm_layer(norm))   # what resnet18() builds
-    if in_channels != 3:
-        net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
-    if pretrained_weights is not None:
-        load_pretrained(net, pretrained_weights, in_channels)
-    return nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool,
-                         net.layer1, net.layer2, net.layer3, net.layer4)   # (N, C, H, W) -> (N, 512, H/32, W/32)
-
-
 @ENCODERS.register("resnet18")
-class ResNet18(Encoder):
-    """ResNet-18 from scratch (torchvision): spectrogram (C, F, T) or frames (C, T, H, W) pooled over T, H, W.
-    Tokens: the (F/32 x T/32) cells of the spectrogram, or those of every frame through one 2D trunk."""
-
+class ResNet18(GridEncoder):
+    """ResNet-18 from scratch (torchvision): spectrogram (C, F, T) or frames (C, T, H, W) pooled over T, H, W."""
     out_dim = 512
 
-    def __init__(self, modality: str, input_shape, *, layers: Sequence[int] = RESNET18_LAYERS,
+    def __init__(self, modality: str, input_shape, *, layers: Sequence[int] = (2, 2, 2, 2),
                  norm: str = "batch", pretrained_weights: str | None = None):
-        super().__init__(modality, grid_input_shape("resnet18", modality, input_shape))
-        self.trunk = resnet18_trunk(input_shape[0], layers=layers, norm=norm, pretrained_weights=pretrained_weights)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return grid_tokens(self.trunk, x)                   # (B, L, 512)
+        super().__init__(modality, input_shape, "resnet18")
+        if len(layers) != 4 or any(int(n) < 1 for n in layers):
+            raise ValueError(f"resnet18: layers must be 4 block counts >= 1, got {layers}")
+        if norm not in NORMS:
+            raise ValueError(f"resnet18: norm must be one of {tuple(NORMS)}, got {norm!r}")
+        net = ResNet(BasicBlock, [int(n) for n in layers], norm_layer=NORMS[norm])   # what resnet18() builds
+        if input_shape[0] != 3:
+            net.conv1 = nn.Conv2d(input_shape[0], 64, kernel_size=7, stride=2, padding=3, bias=False)
+            nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+        if pretrained_weights is not None:
+            load_pretrained(net, pretrained_weights, input_shape[0])
+        self.trunk = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2,
+                                   net.layer3, net.layer4)   # (N, C, H, W) -> (N, 512, H/32, W/32), no avgpool / fc

@@ -1,6 +1,4 @@
 """Models of the unimodal training regimes: one modality's encoder and head, and their ensemble."""
-from __future__ import annotations
-
 import torch
 from torch import nn
 
@@ -11,7 +9,6 @@ from mmbal.models.multimodal import MultimodalModel
 class UnimodalModel(nn.Module):
     """Encoder + linear head of one modality, with the MultimodalModel interface the trainer uses;
     its head is also the "fused" prediction (there is no other head to report)."""
-
     encode = MultimodalModel.encode
     modality_params = MultimodalModel.modality_params
 
