@@ -1,9 +1,8 @@
 """Run configuration: nested dataclasses with defaults (the Digits-AV recipe of the book)."""
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
 
@@ -57,6 +56,16 @@ class OptimConfig:
                      warmup_steps="index", epochs="count", grad_clip="positive?", early_stop="count?")
 
 
+def _build(cls, raw: dict[str, Any]):
+    """A ``cls`` config from nested dicts; unknown keys fail with the valid ones named."""
+    known = {f.name: f.default_factory for f in fields(cls)}             # a sub-config's factory: its class
+    unknown = set(raw) - set(known)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown keys {sorted(unknown)}; valid: {sorted(known)}")
+    return cls(**{k: _build(known[k], v) if is_dataclass(known[k]) and isinstance(v, dict)
+                  else tuple(v) if k == "betas" else v for k, v in raw.items()})
+
+
 @dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
@@ -76,30 +85,9 @@ class RunConfig:
     def __post_init__(self):
         check_ranges(self, seed="index")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    to_dict = asdict                             # nested plain dicts
+    from_dict = classmethod(_build)              # the inverse of to_dict
 
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "RunConfig":
-        """Inverse of ``to_dict``; unknown keys fail with the valid ones named."""
-        return _build(cls, raw)
-
-
-def _build(cls, raw: dict[str, Any]):
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(raw) - set(fields)
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown keys {sorted(unknown)}; valid: {sorted(fields)}")
-    kwargs = {}
-    for name, value in raw.items():
-        sub = fields[name].default_factory if fields[name].default_factory is not dataclasses.MISSING else None
-        if sub is not None and dataclasses.is_dataclass(sub) and isinstance(value, dict):
-            kwargs[name] = _build(sub, value)
-        elif name == "betas":
-            kwargs[name] = tuple(value)
-        else:
-            kwargs[name] = value
-    return cls(**kwargs)
 
 RANGES = {   # rule -> (test, range in words); "rule?" also allows None (unset)
     "positive": (lambda v: v > 0 and math.isfinite(v), "a finite number > 0"),
