@@ -1,20 +1,17 @@
 """Results -> tables: load the result JSONs of a table, aggregate mean ± std per row and column.
 
-The std is the population std (``np.std``, ddof=0) over seeds/folds, as the paper reports it
-(as the MLB paper reports it). Every summary row carries its provenance: commit(s), hardware, dataset,
+The std is the population std (``np.std``, ddof=0) over seeds/folds, as the MLB paper reports it.
+Every summary row carries its provenance: commit(s), hardware, dataset,
 seeds, folds, epochs, whether the runs were FAST and how many runs differ from the preset's
 configuration; a cell with fewer seeds than the preset asks shows e.g. "13.8 ± 0.0 (1 of 3)".
-Also: reliability bins (ECE's 15 bins) of a head.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from mmbal.experiments import check_writable, read_json
 from mmbal.presets import PRESETS, REFERENCE_SOURCE, Preset, get_preset, reference_numbers
@@ -219,48 +216,7 @@ def paper_table(summary: pd.DataFrame, preset: str | Preset) -> pd.DataFrame:
     return table
 
 
-def provenance(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per row: where the numbers come from (commit, hardware, dataset, seeds, FAST or full)."""
-    cols = ["method", "fusion", "n", "seeds", "folds", "dataset", "fast", "commit", "hardware", "torch"]
-    return summary[[c for c in cols if c in summary.columns]]
-
-
 # -- helpers for the chapters ---------------------------------------------------------------------
-def load_records(results: str | Path, table: str, method: str, fusion: str, *,
-                 fast: bool = False) -> dict[int, dict]:
-    """Seed -> full result record of one table cell (histories, traces, reliability bins)."""
-    out = {}
-    for path in sorted((table_dir(results, table, fast=fast) / "runs").glob(f"{method}__{fusion}__seed*.json")):
-        with open(path) as fh:
-            record = json.load(fh)
-        out[int(record["cell"]["seed"])] = record
-    return dict(sorted(out.items()))
-
-
-def paired_t_pvalue(diffs) -> float:
-    """Two-sided p-value of a paired t-test on per-seed differences (NaN below two seeds or when
-    every difference is the same): t = mean / (sample std / sqrt(n)), n - 1 degrees of freedom."""
-    d = np.asarray(diffs, dtype=float)
-    if len(d) < 2 or np.all(d == d[0]):
-        return float("nan")
-    return float(stats.ttest_1samp(d, 0.0).pvalue)
-
-
-def paired_difference(runs: pd.DataFrame, a: str, b: str, *, fusion: str = "concat",
-                      column: str = "test_accuracy") -> dict[str, Any]:
-    """Method a minus method b, paired by seed (same data split and initialisation seed)."""
-    pick = lambda m: runs[(runs["method"] == m) & (runs["fusion"] == fusion)].set_index("seed")[column]  # noqa: E731
-    xa, xb = pick(a), pick(b)
-    seeds = sorted(set(xa.index) & set(xb.index))
-    d = (xa.loc[seeds] - xb.loc[seeds]).to_numpy(dtype=float)
-    noise = max(float(xa.std(ddof=STD_DDOF)), float(xb.std(ddof=STD_DDOF))) if seeds else np.nan
-    out = {"a": a, "b": b, "n": len(seeds), "diff": float(d.mean()) if len(d) else np.nan,
-           "diff_std": float(d.std(ddof=STD_DDOF)) if len(d) else np.nan, "wins": int((d > 0).sum()),
-           "seed_std": noise, "p_paired_t": paired_t_pvalue(d)}
-    out["verdict"] = ("no paired seeds" if not seeds else "one seed: no verdict" if len(seeds) < 2
-                      else "within seed noise" if abs(out["diff"]) <= noise
-                      else ("better" if out["diff"] > 0 else "worse") + " beyond the seed std")
-    return out
 
 
 def compare_runs(reference: pd.DataFrame, rerun: pd.DataFrame, *, column: str = "test_accuracy") -> pd.DataFrame:
@@ -277,34 +233,3 @@ def compare_runs(reference: pd.DataFrame, rerun: pd.DataFrame, *, column: str = 
     return both.sort_values(key, kind="stable").reset_index(drop=True)
 
 
-def pooled_bins(records: dict[int, dict], head: str = "mm") -> dict[str, list] | None:
-    """Reliability bins summed over seeds (counts add; confidence and accuracy count-weighted)."""
-    bins = [r["reliability"]["test"][head] for r in records.values()
-            if head in r.get("reliability", {}).get("test", {})]
-    if not bins:
-        return None
-    count = np.sum([b["count"] for b in bins], axis=0)
-    w = lambda key: np.sum([np.asarray(b[key]) * np.asarray(b["count"]) for b in bins], axis=0)  # noqa: E731
-    safe = np.maximum(count, 1)
-    return {"count": count.tolist(), "confidence": (w("confidence") / safe).tolist(),
-            "accuracy": (w("accuracy") / safe).tolist()}
-
-
-def reproduce_commands(preset: str | Preset, *, shards: int = 1) -> list[str]:
-    """The commands that produce a table's "this book" numbers (data preparation, sweep, table)."""
-    preset = get_preset(preset)
-    cmds = []
-    root = f"~/mmbal_data/{preset.dataset}/cache"
-    if preset.needs_gpu:
-        cmds.append(f"python -m data_scripts.{preset.dataset} all --download "
-                    f"--raw ~/mmbal_data/{preset.dataset}/raw --cache {root}")
-    data = f" --data-root {root}" if preset.needs_gpu else ""
-    device = " --device cuda" if preset.needs_gpu else ""
-    if shards > 1:
-        gpu = lambda i: f"CUDA_VISIBLE_DEVICES={i} " if preset.needs_gpu else ""    # noqa: E731
-        cmds += [f"{gpu(i)}python -m mmbal table sweep {preset.name}{data}{device} "
-                 f"--shard {i}/{shards} &" for i in range(shards)] + ["wait"]
-    else:
-        cmds.append(f"python -m mmbal table sweep {preset.name}{data}{device}")
-    cmds.append(f"python -m mmbal table summary {preset.name}")
-    return cmds

@@ -1,6 +1,11 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures; the book's own helpers (book/booktools.py) are importable as ``booktools``."""
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "book"))
 
 
 @pytest.fixture(scope="module")

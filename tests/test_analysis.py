@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmbal.analysis import coefficient_averages, fixed_k_from_records
+from booktools import coefficient_averages, fixed_k_from_records, load_records
 from mmbal.balancers import BALANCERS
 from mmbal.config import OptimConfig
 from mmbal.models import build_model
@@ -14,7 +14,7 @@ from mmbal.objectives import OBJECTIVES
 from mmbal.presets import ANALYSIS_OPTIMIZERS, FIXED_K_DIGITS, LONG_EPOCHS, ROWS, Preset, get_preset
 from mmbal.probe import fit_probe, linear_probe
 from mmbal.sweep import Cell, run_cell
-from mmbal.tables import load_records, load_runs
+from mmbal.tables import load_runs
 from mmbal.train import Trained, build_optimizer
 
 RESULTS = Path(__file__).resolve().parent.parent / "book" / "results"

@@ -7,14 +7,13 @@ import pytest
 import scipy.stats
 import torch
 
-from mmbal.experiments import write_json
-from mmbal.metrics import expected_calibration_error
+from booktools import paired_difference, reproduce_commands
 from mmbal.cli import main
-from mmbal.metrics import reliability_bins
+from mmbal.experiments import write_json
+from mmbal.metrics import expected_calibration_error, reliability_bins
 from mmbal.presets import get_preset
 from mmbal.tables import (NOT_RUN, accuracy_table, compare_runs, ece_from_bins, format_pm, load_runs,
-                          paired_difference, paper_table, read_summary, reproduce_commands,
-                          summarize, write_summary)
+                          paper_table, read_summary, summarize, write_summary)
 
 
 def record(method, fusion, seed, acc, *, video=0.3, fast=False, table="cremad_resnet18"):

@@ -1,9 +1,26 @@
-"""Plot helpers for the book: each returns a matplotlib Figure (nothing is shown or saved here)."""
+"""The book's shared tools: figures (each helper returns a matplotlib Figure) and the summaries of
+committed results that the chapters print (paired differences, pooled calibration bins, the commands
+that reproduce a table, MLB's time-averaged coefficients).
+
+They serve the chapters, not the method, so they live beside the chapters rather than in ``mmbal``.
+"""
 from __future__ import annotations
 
-import numpy as np
-import matplotlib.pyplot as plt
+import json
+from pathlib import Path
+from typing import Any, Iterable
 
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from mmbal.presets import Preset, get_preset
+from mmbal.sweep import table_dir
+from mmbal.tables import STD_DDOF
+
+
+# -- figures ---------------------------------------------------------------------------------------
 HEAD_COLORS = {"mm": "black", "audio": "tab:blue", "video": "tab:orange"}
 
 
@@ -118,8 +135,6 @@ def summarize_runs(runs: dict, *, split: str = "test", heads=("mm", "audio", "vi
 
     ``runs`` maps a method label to one result record or a list of them (seeds); returns a
     DataFrame indexed by method with columns ``<head>_mean``, ``<head>_std`` and ``n``."""
-    import pandas as pd
-
     rows = {}
     for label, records in runs.items():
         records = records if isinstance(records, (list, tuple)) else [records]
@@ -156,3 +171,103 @@ def plot_method_comparison(runs: dict, *, split: str = "test", heads=("mm", "aud
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+# -- committed results: records, paired differences, calibration, commands -----------------------
+def load_records(results: str | Path, table: str, method: str, fusion: str, *,
+                 fast: bool = False) -> dict[int, dict]:
+    """Seed -> full result record of one table cell (histories, traces, reliability bins)."""
+    out = {}
+    for path in sorted((table_dir(results, table, fast=fast) / "runs").glob(f"{method}__{fusion}__seed*.json")):
+        with open(path) as fh:
+            record = json.load(fh)
+        out[int(record["cell"]["seed"])] = record
+    return dict(sorted(out.items()))
+
+def paired_t_pvalue(diffs) -> float:
+    """Two-sided p-value of a paired t-test on per-seed differences (NaN below two seeds or when
+    every difference is the same): t = mean / (sample std / sqrt(n)), n - 1 degrees of freedom."""
+    d = np.asarray(diffs, dtype=float)
+    if len(d) < 2 or np.all(d == d[0]):
+        return float("nan")
+    return float(stats.ttest_1samp(d, 0.0).pvalue)
+
+def paired_difference(runs: pd.DataFrame, a: str, b: str, *, fusion: str = "concat",
+                      column: str = "test_accuracy") -> dict[str, Any]:
+    """Method a minus method b, paired by seed (same data split and initialisation seed)."""
+    pick = lambda m: runs[(runs["method"] == m) & (runs["fusion"] == fusion)].set_index("seed")[column]  # noqa: E731
+    xa, xb = pick(a), pick(b)
+    seeds = sorted(set(xa.index) & set(xb.index))
+    d = (xa.loc[seeds] - xb.loc[seeds]).to_numpy(dtype=float)
+    noise = max(float(xa.std(ddof=STD_DDOF)), float(xb.std(ddof=STD_DDOF))) if seeds else np.nan
+    out = {"a": a, "b": b, "n": len(seeds), "diff": float(d.mean()) if len(d) else np.nan,
+           "diff_std": float(d.std(ddof=STD_DDOF)) if len(d) else np.nan, "wins": int((d > 0).sum()),
+           "seed_std": noise, "p_paired_t": paired_t_pvalue(d)}
+    out["verdict"] = ("no paired seeds" if not seeds else "one seed: no verdict" if len(seeds) < 2
+                      else "within seed noise" if abs(out["diff"]) <= noise
+                      else ("better" if out["diff"] > 0 else "worse") + " beyond the seed std")
+    return out
+
+def pooled_bins(records: dict[int, dict], head: str = "mm") -> dict[str, list] | None:
+    """Reliability bins summed over seeds (counts add; confidence and accuracy count-weighted)."""
+    bins = [r["reliability"]["test"][head] for r in records.values()
+            if head in r.get("reliability", {}).get("test", {})]
+    if not bins:
+        return None
+    count = np.sum([b["count"] for b in bins], axis=0)
+    w = lambda key: np.sum([np.asarray(b[key]) * np.asarray(b["count"]) for b in bins], axis=0)  # noqa: E731
+    safe = np.maximum(count, 1)
+    return {"count": count.tolist(), "confidence": (w("confidence") / safe).tolist(),
+            "accuracy": (w("accuracy") / safe).tolist()}
+
+def provenance(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per row: where the numbers come from (commit, hardware, dataset, seeds, FAST or full)."""
+    cols = ["method", "fusion", "n", "seeds", "folds", "dataset", "fast", "commit", "hardware", "torch"]
+    return summary[[c for c in cols if c in summary.columns]]
+
+def reproduce_commands(preset: str | Preset, *, shards: int = 1) -> list[str]:
+    """The commands that produce a table's "this book" numbers (data preparation, sweep, table)."""
+    preset = get_preset(preset)
+    cmds = []
+    root = f"~/mmbal_data/{preset.dataset}/cache"
+    if preset.needs_gpu:
+        cmds.append(f"python -m data_scripts.{preset.dataset} all --download "
+                    f"--raw ~/mmbal_data/{preset.dataset}/raw --cache {root}")
+    data = f" --data-root {root}" if preset.needs_gpu else ""
+    device = " --device cuda" if preset.needs_gpu else ""
+    if shards > 1:
+        gpu = lambda i: f"CUDA_VISIBLE_DEVICES={i} " if preset.needs_gpu else ""    # noqa: E731
+        cmds += [f"{gpu(i)}python -m mmbal table sweep {preset.name}{data}{device} "
+                 f"--shard {i}/{shards} &" for i in range(shards)] + ["wait"]
+    else:
+        cmds.append(f"python -m mmbal table sweep {preset.name}{data}{device}")
+    cmds.append(f"python -m mmbal table summary {preset.name}")
+    return cmds
+
+
+# -- MLB's coefficients over training (chapters 9 and 10) ----------------------------------------
+def coefficient_averages(trace: dict[str, list], modalities: Iterable[str] = ("audio", "video")) -> pd.DataFrame:
+    """Mean k per modality over all stored steps, over the first and over the last epoch."""
+    if "epoch" not in trace:
+        raise ValueError("trace has no 'epoch' column; was it written by mmbal.train?")
+    epoch = np.asarray(trace["epoch"])
+    rows = {}
+    for m in modalities:
+        key = f"coeff/{m}"
+        if key not in trace:
+            raise ValueError(f"trace has no {key!r}; it holds {sorted(trace)}")
+        k = np.asarray(trace[key], dtype=float)                          # (steps,)
+        rows[m] = {"all steps": k.mean(), "first epoch": k[epoch == epoch.min()].mean(),
+                   "last epoch": k[epoch == epoch.max()].mean()}
+    return pd.DataFrame(rows).T.rename_axis("modality")
+
+
+def fixed_k_from_records(records: dict[int, dict], modalities: Iterable[str] = ("audio", "video"),
+                         digits: int = 2) -> dict[str, float]:
+    """The fixed-k control's constants: the time-average of k over all steps, mean over seeds."""
+    if not records:
+        raise ValueError("fixed_k_from_records: no runs given")
+    modalities = list(modalities)
+    per_seed = [coefficient_averages(r["trace"], modalities)["all steps"] for r in records.values()]
+    mean = pd.concat(per_seed, axis=1).mean(axis=1)                      # modality -> mean k
+    return {m: round(float(mean[m]), digits) for m in modalities}
