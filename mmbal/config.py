@@ -5,6 +5,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
+OPTIMIZERS, SCHEDULES = ("sgd", "adam", "adamw"), ("cosine", "constant")
+
 
 @dataclass
 class DataConfig:
@@ -54,6 +56,9 @@ class OptimConfig:
     def __post_init__(self):
         check_ranges(self, lr="positive", momentum="fraction", betas="fractions", weight_decay="non-negative",
                      warmup_steps="index", epochs="count", grad_clip="positive?", early_stop="count?")
+        for kind, value, valid in (("optimizer", self.name, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES)):
+            if value not in valid:
+                raise ValueError(f"unknown {kind} {value!r}; valid: {', '.join(valid)}")
 
 
 def _build(cls, raw: dict[str, Any]):

@@ -17,7 +17,7 @@ from mmbal import __version__
 from mmbal.config import RunConfig
 from mmbal.data import DATASETS
 from mmbal.regimes import REGIMES
-from mmbal.train import TrainResult, Trained, build_trainer, check_optim_config, resolve_device
+from mmbal.train import TrainResult, Trained, build_trainer, resolve_device
 
 RESULT_FORMAT = 1
 NOT_HASHED = ("device", "progress", "data.root", "data.num_workers")   # where a run ran, not what it computes
@@ -59,7 +59,6 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 def run(cfg: RunConfig) -> Run:
     """Train one configuration (a model, or a regime of ``mmbal.regimes``) and build its record."""
-    check_optim_config(cfg.optim)
     resolve_device(cfg.device)
     splits = DATASETS.create(cfg.data.name, seed=cfg.seed, root=cfg.data.root, **cfg.data.options)
     if cfg.regime is None:

@@ -10,16 +10,11 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 def macro_f1(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
     """Unweighted mean over classes of F1 = 2 TP / (2 TP + FP + FN); absent classes count 0."""
-    pred = logits.argmax(1)
-    idx = labels * num_classes + pred
-    confusion = torch.bincount(idx, minlength=num_classes ** 2).reshape(num_classes, num_classes)  # (C, C)
-    tp = confusion.diag().float()
-    fp = confusion.sum(0).float() - tp
-    fn = confusion.sum(1).float() - tp
-    denom = 2 * tp + fp + fn
-    f1 = torch.where(denom > 0, 2 * tp / denom.clamp_min(1), torch.zeros_like(tp))
-    present = (confusion.sum(1) + confusion.sum(0)) > 0
-    return f1[present].mean().item() if present.any() else 0.0
+    confusion = torch.bincount(labels * num_classes + logits.argmax(1),
+                               minlength=num_classes ** 2).reshape(num_classes, num_classes)  # (C, C) true x pred
+    denom = (confusion.sum(0) + confusion.sum(1)).float()            # (C,) = 2 TP + FP + FN
+    present = denom > 0
+    return (2 * confusion.diag().float() / denom)[present].mean().item() if present.any() else 0.0
 
 
 def _confidence_bins(logits: torch.Tensor, labels: torch.Tensor, n_bins: int):

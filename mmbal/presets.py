@@ -39,7 +39,6 @@ ANALYSIS_OPTIMIZERS = {k: _optim(v) for k, v in _CONST["analysis_optimizers"].it
 @dataclass(frozen=True)
 class Method:
     """One table row: objective + balancer (+ options), or a regime (unimodal, ensemble, uni-pre)."""
-
     label: str
     objective: str = "joint"
     balancer: str = "none"
@@ -55,7 +54,6 @@ ROWS: dict[str, Method] = {name: Method(**spec) for name, spec in _DATA["rows"].
 @dataclass(frozen=True)
 class Preset:
     """One results table: dataset + backbone + optimisation, its rows, fusion columns and seeds."""
-
     name: str
     title: str
     dataset: str

@@ -13,10 +13,6 @@ import numpy as np
 
 from mmbal.train import Trained
 
-PROBE_C = 1.0             # inverse L2 strength of the logistic regression (scikit-learn default)
-PROBE_MAX_ITER = 2000
-
-
 def fit_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> dict[str, float]:
     """Train/test accuracy of a logistic-regression probe on standardised features."""
     from sklearn.linear_model import LogisticRegression
@@ -25,7 +21,8 @@ def fit_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test
 
     if len(np.unique(train_y)) < 2:
         raise ValueError("linear probe: the training features hold fewer than two classes")
-    probe = make_pipeline(StandardScaler(), LogisticRegression(C=PROBE_C, max_iter=PROBE_MAX_ITER))
+    # C: inverse L2 strength (scikit-learn's default)
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
     probe.fit(train_x, train_y)
     return {"train_accuracy": float(probe.score(train_x, train_y)),
             "test_accuracy": float(probe.score(test_x, test_y))}
@@ -37,8 +34,5 @@ def linear_probe(trained: Trained, modalities) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"linear probe: unknown modalities {unknown}; the model has {list(trained.model.modalities)}")
     (train_x, train_y), (test_x, test_y) = (trained.predict(split, key="features") for split in ("train", "test"))
-    out = {}
-    for m in modalities:                            # features: {modality: (N, D)}
-        out[m] = {**fit_probe(train_x[m].numpy(), train_y.numpy(), test_x[m].numpy(), test_y.numpy()),
-                  "dim": int(train_x[m].shape[1])}
-    return out
+    return {m: {**fit_probe(train_x[m].numpy(), train_y.numpy(), test_x[m].numpy(), test_y.numpy()),
+                "dim": int(train_x[m].shape[1])} for m in modalities}          # features: {modality: (N, D)}

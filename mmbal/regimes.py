@@ -1,13 +1,5 @@
 """Training regimes of the paper's tables: unimodal, ensemble, Uni-Pre frozen/finetuned.
 
-- ``unimodal``: one encoder + linear head on one modality alone (CE only).
-- ``ensemble``: one unimodal model per modality, trained separately; the fused prediction is the
-  mean of their logits (``combine="logits"``, the argmax of the MLB code's sum) or of their
-  probabilities (``combine="probs"``).
-- ``uni_pre_frozen`` / ``uni_pre_finetuned``: encoders and heads initialised from unimodal models,
-  then a fusion is trained on top with the run's objective and balancer, encoders frozen (fixed
-  feature extractors in eval mode) or fine-tuned.
-
 A regime takes the run's config and splits and returns ``(TrainResult, Trained)`` like a plain run,
 so ``mmbal.experiments.run`` writes the same record. A unimodal model reports its one head as both
 ``mm`` and its modality (there is no other head to report).
@@ -17,7 +9,6 @@ from __future__ import annotations
 import time
 
 import torch
-from torch import nn
 
 from mmbal.balancers import BALANCERS
 from mmbal.config import RunConfig
@@ -63,7 +54,8 @@ def unimodal(cfg: RunConfig, splits: DatasetSplits, modality: str | None = None)
 
 @REGIMES.register("ensemble")
 def ensemble(cfg: RunConfig, splits: DatasetSplits, combine: str = "logits"):
-    """Unimodal models trained separately; fused prediction = mean of their logits (or probs)."""
+    """Unimodal models trained separately; fused prediction = mean of their logits (``combine="logits"``,
+    the argmax of the MLB code's sum) or of their probabilities (``combine="probs"``)."""
     if combine not in COMBINE:
         raise ValueError(f"ensemble: combine must be one of {COMBINE}, got {combine!r}")
     _single_modality_regime(cfg, "ensemble")
@@ -77,12 +69,9 @@ def ensemble(cfg: RunConfig, splits: DatasetSplits, combine: str = "logits"):
     history = [{"epoch": e,
                 "train": {f"{k.split('/')[0]}/{m}": v for m, r in results.items()
                           for k, v in r.history[e]["train"].items() if k.endswith("/mm")},
-                "balancer": {},
-                "val": {m: r.history[e]["val"]["mm"] for m, r in results.items()},
-                "test": {m: r.history[e]["test"]["mm"] for m, r in results.items()}}
+                "balancer": {}, **{s: {m: r.history[e][s]["mm"] for m, r in results.items()} for s in ("val", "test")}}
                for e in range(min(len(r.history) for r in results.values()))]
-    first_trace = results[splits.modalities[0]].trace
-    trace = {"step": first_trace["step"], "epoch": first_trace["epoch"],
+    trace = {**results[splits.modalities[0]].trace,             # step and epoch of the first, then every score
              **{k: v for r in results.values() for k, v in r.trace.items() if k not in ("step", "epoch")}}
     result = TrainResult(history=history, trace=trace, best_epoch=max(r.best_epoch for r in results.values()),
                          val=val, test=test, seconds=time.perf_counter() - start,
@@ -90,7 +79,7 @@ def ensemble(cfg: RunConfig, splits: DatasetSplits, combine: str = "logits"):
     return result, Trained(model, first.loaders, first.device, model)
 
 
-def _stay_in_eval(module: nn.Module, args) -> None:
+def _stay_in_eval(module: torch.nn.Module, args) -> None:
     module.train(False)
 
 
@@ -114,7 +103,8 @@ def _uni_pre(cfg: RunConfig, splits: DatasetSplits, *, frozen: bool):
 
 @REGIMES.register("uni_pre_frozen")
 def uni_pre_frozen(cfg: RunConfig, splits: DatasetSplits):
-    """Encoders pretrained unimodally and frozen; fusion (and heads) trained on top."""
+    """Encoders and heads from unimodal models, encoders frozen (fixed feature extractors in eval mode);
+    fusion (and heads) trained on top with the run's objective and balancer."""
     return _uni_pre(cfg, splits, frozen=True)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -26,46 +27,29 @@ from mmbal.metrics import head_metrics
 from mmbal.models import build_model
 from mmbal.objectives import OBJECTIVES
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("cosine", "constant")
-
 
 def set_threads(threads: int | None, device: str = "auto") -> None:
     """CPU runs default to 1 torch thread: with shared cores, more threads are much slower."""
-    if threads is None and (device == "cpu" or (device == "auto" and not torch.cuda.is_available())):
-        threads = 1
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be an integer >= 1, got {threads}")
-    if threads:
-        torch.set_num_threads(threads)
+    if threads or device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+        torch.set_num_threads(threads or 1)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N`` (checked against the GPUs present)."""
+    if not re.fullmatch(r"auto|(cpu|cuda)(:\d+)?", str(name)):
         raise ValueError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N")
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
         raise ValueError(f"device {name!r} requested but {torch.cuda.device_count()} CUDA devices are "
                          f"available; use --device cpu")
     return device
 
 
-def check_optim_config(cfg: OptimConfig) -> None:
-    if cfg.name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {cfg.name!r}; valid: {', '.join(OPTIMIZERS)}")
-    if cfg.schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {cfg.schedule!r}; valid: {', '.join(SCHEDULES)}")
-
-
 def build_optimizer(model, cfg: OptimConfig) -> torch.optim.Optimizer:
     """One parameter group per ownership group (``role:modality``), so balancers can set
     per-modality learning-rate scales; frozen parameters are left out."""
-    check_optim_config(cfg)
     groups = []
     for key, params in model.parameter_groups().items():
         params = [p for p in params if p.requires_grad]
@@ -89,22 +73,16 @@ def scheduled_lr(cfg: OptimConfig, step: int, total_steps: int) -> float:
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
 @torch.no_grad()
 def predict(model, loader, device: torch.device, *, forward: Callable | None = None, key: str = "logits",
             amp: bool = False) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """``forward(batch)[key]`` of every head over a loader, in eval mode: ({head: (N, C)}, labels (N,)).
-
     ``forward`` defaults to the model; a balancer that changes the forward pass (MMCosine) passes its own.
     ``key="features"`` gives the pooled encoder features (N, D) instead of the logits."""
     model.eval()
-    outputs: dict[str, list] = {}
-    labels = []
+    outputs, labels = {}, []
     for batch in loader:
-        batch = to_device(batch, device)
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             out = (forward or model)(batch)[key]
         for k, v in out.items():
@@ -128,7 +106,6 @@ class Diverged(FloatingPointError):
 @dataclass
 class TrainResult:
     """Everything a run produced: per-epoch history, per-step trace, best epoch and its metrics."""
-
     history: list[dict]
     trace: dict[str, list[float]]
     best_epoch: int
@@ -141,7 +118,6 @@ class TrainResult:
 @dataclass
 class Trained:
     """A trained model with what it takes to query it: its loaders, device and forward pass."""
-
     model: torch.nn.Module
     loaders: dict
     device: torch.device
@@ -187,13 +163,11 @@ class Trainer:
     def trained(self) -> Trained:
         return Trained(self.model, self.loaders, self.device, partial(self.balancer.forward, self.model))
 
-    # -- one training step ------------------------------------------------------------------
     def _step(self, batch: dict, step: int) -> tuple[dict, dict, dict]:
         labels = batch["label"]
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             outputs = self.balancer.forward(self.model, batch)
-            losses = self.objective(outputs["logits"], labels)
-            losses = self.balancer.loss(outputs, labels, losses)
+            losses = self.balancer.loss(outputs, labels, self.objective(outputs["logits"], labels))
         if not torch.isfinite(losses["total"]):
             raise Diverged(f"training diverged: the loss is {losses['total'].item()} at step {step + 1} of "
                            f"{self.total_steps}; try a lower lr or a grad_clip")
@@ -211,12 +185,10 @@ class Trainer:
     def _train_epoch(self, epoch: int, step: int, trace: dict[str, list]) -> tuple[dict, int]:
         self.model.train()
         self.splits.train.set_epoch(epoch)
-        sums: dict[str, torch.Tensor] = {}
-        count = 0
-        bar = tqdm(self.loaders["train"], desc=f"epoch {epoch + 1}/{self.optim_cfg.epochs}",
-                   leave=False, disable=not self.progress)
-        for batch in bar:
-            batch = to_device(batch, self.device)
+        sums, count = {}, 0                          # sums: {"loss/<name>" | "accuracy/<head>": tensor}
+        for batch in tqdm(self.loaders["train"], desc=f"epoch {epoch + 1}/{self.optim_cfg.epochs}",
+                          leave=False, disable=not self.progress):
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             outputs, losses, step_trace = self._step(batch, step)
             n = len(batch["label"])
             for k, v in losses.items():
@@ -232,20 +204,13 @@ class Trainer:
             step += 1
         return {k: (v / count).item() for k, v in sums.items()}, step
 
-    def evaluate(self, split: str) -> dict[str, dict[str, float]]:
-        """Accuracy, macro-F1 and ECE of every head ("mm" and each modality) on a split."""
-        return evaluate(self.model, self.loaders[split], self.device, num_classes=self.model.num_classes,
-                        forward=partial(self.balancer.forward, self.model), amp=self.amp)
-
     def fit(self) -> TrainResult:
         random.seed(self.seed)
         np.random.seed(self.seed % 2**32)
         torch.manual_seed(self.seed)
         start = time.perf_counter()
-        history: list[dict] = []
-        trace: dict[str, list] = {}
+        history, trace, step = [], {}, 0
         best = {"epoch": -1, "score": -1.0, "state": None}
-        step, stale = 0, 0
         for epoch in tqdm(range(self.optim_cfg.epochs), desc="training", disable=not self.progress):
             ctx = EpochContext(epoch=epoch, model=self.model, train_loader=self.loaders["train"],
                                device=self.device, history=history)
@@ -256,18 +221,17 @@ class Trainer:
                 err.history = history               # the epochs before the divergence, for the record
                 raise
             record = {"epoch": epoch, "train": train_stats, "balancer": balancer_epoch,
-                      "val": self.evaluate("val"), "test": self.evaluate("test"),
+                      **{split: evaluate(self.model, self.loaders[split], self.device, forward=self.trained.forward,
+                                         num_classes=self.model.num_classes, amp=self.amp)
+                         for split in ("val", "test")},
                       "seconds": time.perf_counter() - start}
             history.append(record)
             score = record["val"][self.select_head]["accuracy"]
             if score > best["score"]:
                 best = {"epoch": epoch, "score": score,
                         "state": copy.deepcopy({k: v.detach().cpu() for k, v in self.model.state_dict().items()})}
-                stale = 0
-            else:
-                stale += 1
-                if self.optim_cfg.early_stop and stale >= self.optim_cfg.early_stop:
-                    break
+            if self.optim_cfg.early_stop and epoch - best["epoch"] >= self.optim_cfg.early_stop:
+                break                               # early_stop epochs in a row without a better val score
         self.model.load_state_dict(best["state"])
         columns = {k: (torch.stack(v).tolist() if v and isinstance(v[0], torch.Tensor) else v)
                    for k, v in trace.items()}
