@@ -26,7 +26,6 @@ NOT_HASHED = ("device", "progress", "data.root", "data.num_workers")   # where a
 @dataclass
 class Run:
     """A finished run: its JSON record, the raw result and the trained model (with loaders, device)."""
-
     record: dict[str, Any]
     result: TrainResult
     trained: Trained
@@ -50,11 +49,8 @@ def environment(device: torch.device) -> dict[str, Any]:
     info = {"mmbal": __version__, "commit": git_commit(), "torch": torch.__version__,
             "python": platform.python_version(), "platform": platform.platform(),
             "device": str(device), "cpu_threads": torch.get_num_threads()}
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    else:
-        info["cpu"] = platform.processor() or platform.machine()
-    return info
+    return {**info, **({"gpu": torch.cuda.get_device_name(device)} if device.type == "cuda" else
+                       {"cpu": platform.processor() or platform.machine()})}
 
 
 def run(cfg: RunConfig) -> Run:
@@ -62,8 +58,7 @@ def run(cfg: RunConfig) -> Run:
     resolve_device(cfg.device)
     splits = DATASETS.create(cfg.data.name, seed=cfg.seed, root=cfg.data.root, **cfg.data.options)
     if cfg.regime is None:
-        trainer = build_trainer(cfg, splits)
-        result, trained = trainer.fit(), trainer.trained
+        result, trained = (trainer := build_trainer(cfg, splits)).fit(), trainer.trained
     else:
         result, trained = REGIMES.create(cfg.regime, cfg=cfg, splits=splits, **cfg.regime_options)
     record = {"format": RESULT_FORMAT, "config": cfg.to_dict(), "config_hash": config_hash(cfg),
@@ -119,8 +114,8 @@ def check_writable(path: str | os.PathLike) -> Path:
 
 
 def write_json(record: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Atomic write (a temporary file in the same folder, then rename: no partial JSON) of strict JSON
-    (NaN and ±inf as null), with the mode of any new file (0644 under the usual umask)."""
+    """Atomic write (temporary file in the same folder, then rename: no partial JSON) of strict JSON (NaN, ±inf
+    as null), with the mode of any new file (0644 under the usual umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

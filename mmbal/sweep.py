@@ -1,11 +1,7 @@
-"""Sweeps: the grid of a preset (methods x fusions x seeds/folds), one result JSON per cell.
-
-A finished cell (its record holds the cell's full configuration: equal config hashes) is skipped, so a
-killed sweep resumes where it stopped (JSONs are written atomically by ``write_json``: there is never a
-partial file); a record of another configuration (say ``--epochs 1``) is re-run. ``shard=(i, n)``
-runs every n-th cell starting at i, so n machines or GPUs can split one table.
-Layout: ``<results>/<table>/runs/<method>__<fusion>__seed<S>.json`` (FAST runs under ``<results>/fast/``).
-"""
+"""Sweeps: a preset's grid (methods x fusions x seeds/folds), one JSON per cell under
+``<results>/[fast/]<table>/runs/<method>__<fusion>__seed<S>.json``. A finished cell (equal config hashes; JSONs are
+written atomically) is skipped, so a killed sweep resumes; a record of another config (say ``--epochs 1``) is re-run.
+``shard=(i, n)`` runs every n-th cell from i, so n machines or GPUs can split one table."""
 from __future__ import annotations
 
 import time
@@ -31,7 +27,6 @@ RELIABILITY_BINS = 15    # the ECE bins of mmbal.metrics
 @dataclass(frozen=True)
 class Cell:
     """One run of a table: a method at a fusion with one seed (and the fold that goes with it)."""
-
     table: str
     method: str
     fusion: str
@@ -55,21 +50,12 @@ def grid(preset: str | Preset, *, methods: Iterable[str] | None = None, fusions:
          seeds: Iterable[int] | None = None, fast: bool = False) -> list[Cell]:
     """Cells of a preset, optionally restricted; FAST keeps only the first seed unless seeds are given."""
     preset = get_preset(preset)
-    methods = _check_subset("method", methods, preset.methods)
-    fusions = _check_subset("fusion", fusions, preset.fusions)
+    for kind, chosen, valid in (("method", methods, preset.methods), ("fusion", fusions, preset.fusions)):
+        if chosen is not None and (unknown := set(chosen) - set(valid)):
+            raise ValueError(f"unknown {kind}s {sorted(unknown)}; valid: {', '.join(valid)}")
     seeds = list(seeds) if seeds is not None else list(preset.seeds[:1] if fast else preset.seeds)
     return [Cell(preset.name, m, f, s) for s in seeds for m, f in preset.cells()
             if (methods is None or m in methods) and (fusions is None or f in fusions)]
-
-
-def _check_subset(kind: str, chosen, valid) -> set[str] | None:
-    if chosen is None:
-        return None
-    chosen = set(chosen)
-    unknown = chosen - set(valid)
-    if unknown:
-        raise ValueError(f"unknown {kind}s {sorted(unknown)}; valid: {', '.join(valid)}")
-    return chosen
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -115,15 +101,10 @@ def subsample_trace(trace: dict[str, list], points: int = TRACE_POINTS,
     n = max((len(v) for v in trace.values()), default=0)
     if n == 0:
         return {}
-    idx = np.unique(np.linspace(0, n - 1, min(points, n)).round().astype(int))
-    out = {}
-    for key, values in trace.items():
-        if len(values) != n:
-            continue
-        col = np.asarray(values, dtype=float)[idx]
-        out[key] = [int(v) for v in col] if key in ("step", "epoch") else \
-            [float(f"{v:.{digits}g}") for v in col]
-    return out
+    idx = np.unique(np.linspace(0, n - 1, min(points, n)).round().astype(int))    # (<= points,) step indices
+    cols = {key: np.asarray(values, dtype=float)[idx] for key, values in trace.items() if len(values) == n}
+    return {key: [int(v) for v in col] if key in ("step", "epoch") else [float(f"{v:.{digits}g}") for v in col]
+            for key, col in cols.items()}
 
 
 def compact_record(record: dict[str, Any], cell: Cell, *, fast: bool) -> dict[str, Any]:
@@ -165,11 +146,9 @@ def sweep(preset: str | Preset, results: str | Path, *, shard: tuple[int, int] =
           methods=None, fusions=None, seeds=None, epochs: int | None = None, device: str = "auto",
           data_root: str | None = None, runner: Runner | None = None, progress: bool = True,
           keep_going: bool = True, log: Callable[[str], None] = print) -> dict[str, list[Cell]]:
-    """Run every unfinished cell of this shard; returns {"done", "skipped", "failed"} cell lists.
-
-    A cell that raises is logged and left unwritten (``keep_going``), so a rerun retries it; a cell
-    finished meanwhile by another shard or machine sharing the folder is skipped. Settings, device and
-    the results folder are checked before the first run."""
+    """Run every unfinished cell of this shard (settings, device, folder checked first) -> {"done", "skipped",
+    "failed"} cell lists; a cell that raises is logged and left unwritten (``keep_going``), one finished meanwhile
+    by another shard sharing the folder is skipped."""
     preset = get_preset(preset)
     i, n = shard
     cells = grid(preset, methods=methods, fusions=fusions, seeds=seeds, fast=fast)[i::n]
@@ -187,8 +166,7 @@ def sweep(preset: str | Preset, results: str | Path, *, shard: tuple[int, int] =
     if todo:
         resolve_device(device)
         check_writable(result_path(results, todo[0], fast=fast))
-    done, failed = [], []
-    start = time.perf_counter()
+    done, failed, start = [], [], time.perf_counter()
     bar = tqdm(todo, desc="sweep", disable=not progress, unit="run")
     for cell in bar:
         if cell_status(result_path(results, cell, fast=fast), configs[cell]) is None:   # another shard wrote it

@@ -1,10 +1,6 @@
-"""Results -> tables: load the result JSONs of a table, aggregate mean ± std per row and column.
-
-The std is the population std (``np.std``, ddof=0) over seeds/folds, as the MLB paper reports it.
-Every summary row carries its provenance: commit(s), hardware, dataset,
-seeds, folds, epochs, whether the runs were FAST and how many runs differ from the preset's
-configuration; a cell with fewer seeds than the preset asks shows e.g. "13.8 ± 0.0 (1 of 3)".
-"""
+"""Results -> tables: a table's result JSONs -> mean ± population std (``np.std``, ddof=0, as the MLB
+paper) over seeds/folds per row and column, each row with its provenance (commits, hardware, seeds, epochs,
+FAST, runs of another config); a cell with fewer seeds than the preset shows e.g. "13.8 ± 0.0 (1 of 3)"."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from mmbal.experiments import check_writable, read_json
-from mmbal.presets import PRESETS, REFERENCE_SOURCE, Preset, get_preset, reference_numbers
+from mmbal.presets import PRESETS, Preset, get_preset, reference_numbers
 from mmbal.sweep import record_mismatch, table_dir
 
 STD_DDOF = 0                                    # population std, np.std (as the paper)
@@ -31,12 +27,6 @@ def ece_from_bins(bins: dict[str, list]) -> float:
 
 
 # -- loading -------------------------------------------------------------------------------------
-def hardware(env: dict[str, Any]) -> str:
-    if env.get("gpu"):
-        return f"{env['gpu']} (cuda)"
-    return f"cpu {env.get('cpu', '?')}, {env.get('cpu_threads', '?')} threads"
-
-
 def primary_head(test: dict[str, Any]) -> str:
     """The head a table reports: the fused one ("mm"), or the only head of a unimodal run."""
     return "mm" if "mm" in test or len(test) != 1 else next(iter(test))
@@ -47,12 +37,13 @@ def run_row(record: dict[str, Any], path: str | Path = "") -> dict[str, Any]:
     if "diverged" in record:
         raise ValueError(f"the run diverged: {record['diverged']}")
     cfg, env, cell = record["config"], record.get("environment", {}), record.get("cell", {})
+    options = cfg["data"].get("options", {})
     row = {"table": cell.get("table"), "method": cell.get("method"),
-           "fusion": cell.get("fusion", cfg["model"]["fusion"]),
-           "seed": cell.get("seed", cfg["seed"]), "fast": bool(cell.get("fast", cfg.get("fast", False))),
-           "dataset": cfg["data"]["name"], "fold": _fold(cfg), "commit": env.get("commit"),
-           "hardware": hardware(env), "torch": env.get("torch"), "epochs": cfg.get("optim", {}).get("epochs"),
-           "epochs_run": len(record.get("history", [])),
+           "fusion": cell.get("fusion", cfg["model"]["fusion"]), "seed": cell.get("seed", cfg["seed"]),
+           "fast": bool(cell.get("fast", cfg.get("fast", False))), "dataset": cfg["data"]["name"],
+           "fold": next((options[k] for k in ("fold", "split") if k in options), None), "commit": env.get("commit"), "hardware": f"{env['gpu']} (cuda)" if env.get("gpu") else
+           f"cpu {env.get('cpu', '?')}, {env.get('cpu_threads', '?')} threads", "torch": env.get("torch"),
+           "epochs": cfg.get("optim", {}).get("epochs"), "epochs_run": len(record.get("history", [])),
            "best_epoch": record.get("best_epoch"), "seconds": record.get("seconds"), "path": str(path)}
     head = primary_head(record["test"])
     for metric in METRICS:
@@ -67,15 +58,9 @@ def run_row(record: dict[str, Any], path: str | Path = "") -> dict[str, Any]:
     return row
 
 
-def _fold(cfg: dict[str, Any]):
-    options = cfg["data"].get("options", {})
-    return next((options[key] for key in ("fold", "split") if key in options), None)
-
-
 def load_runs(results: str | Path, table: str, *, fast: bool = False) -> pd.DataFrame:
-    """All result JSONs of a table (one row each; an empty frame if none exist). ``config_differs`` says
-    how a run's config differs from its preset cell's ("" if not); unreadable files are left out and
-    listed, with the reason, in ``.attrs["unreadable"]``."""
+    """All result JSONs of a table (one row each; empty frame if none), ``config_differs`` saying how a run's
+    config differs from its preset cell's; unreadable files are left out, listed in ``.attrs["unreadable"]``."""
     folder = table_dir(results, table, fast=fast) / "runs"
     rows, unreadable = [], []
     for path in sorted(folder.glob("*.json")):
@@ -142,8 +127,7 @@ def summary_path(results: str | Path, table: str, *, fast: bool = False) -> Path
 
 def write_summary(table: str, results: str | Path, out: str | Path | None = None, *, fast: bool = False,
                   runs: pd.DataFrame | None = None) -> tuple[Path | None, pd.DataFrame]:
-    """Aggregate a table's JSONs (or ``runs`` loaded from them) and write the CSV the book renders;
-    (None, empty) if nothing ran."""
+    """Aggregate a table's JSONs (or ``runs`` loaded from them) into the book's CSV; (None, empty) if none."""
     summary = summarize(load_runs(results, table, fast=fast) if runs is None else runs, table)
     if summary.empty:
         return None, summary
@@ -167,8 +151,8 @@ def format_pm(mean: float, std: float, *, percent: bool = True, digits: int = 1)
 
 
 def cell_note(row, seeds: int) -> str:
-    """`` (1 of 3)`` when a cell has fewer runs than the preset's seeds (1 for FAST), and how many of
-    its runs differ from the preset's configuration; "" for a complete cell."""
+    """`` (1 of 3)`` when a cell has fewer runs than the preset's seeds (1 for FAST), and how many of its runs
+    differ from the preset's configuration; "" for a complete cell."""
     want = 1 if bool(row.get("fast", False)) else seeds
     notes = [f"{row['n']} of {want}"] if row["n"] < want else []
     notes += [f"{row['other_config']} not the preset's config"] if row.get("other_config", 0) > 0 else []
@@ -181,11 +165,8 @@ def accuracy_table(summary: pd.DataFrame, preset: str | Preset, *, column: str =
     preset = get_preset(preset)
     cells = set(preset.cells())
     index = {m: preset.methods[m].label for m in preset.methods}
-    table = pd.DataFrame("—", index=list(index.values()), columns=list(preset.fusions))
-    for m, label in index.items():
-        for f in preset.fusions:
-            if (m, f) in cells:
-                table.loc[label, f] = NOT_RUN
+    table = pd.DataFrame([[NOT_RUN if (m, f) in cells else "—" for f in preset.fusions] for m in index],
+                         index=list(index.values()), columns=list(preset.fusions))
     for _, r in (summary.iterrows() if not summary.empty else []):
         if (r["method"], r["fusion"]) in cells:
             value = format_pm(r[f"{column}_mean"], r[f"{column}_std"], percent=percent, digits=digits)
@@ -194,35 +175,21 @@ def accuracy_table(summary: pd.DataFrame, preset: str | Preset, *, column: str =
     return table
 
 
-def reference_column(preset: str | Preset) -> pd.Series | None:
-    """The preset's reference numbers (MCR Table 1), labelled by method, or None if it has none."""
-    preset = get_preset(preset)
-    if preset.reference is None:
-        return None
-    ref = reference_numbers(preset.reference)
-    values = {preset.methods[m].label: (f"{v[0]:.1f} ± {v[1]:.1f}" if (v := ref.get(m)) else "not reported")
-              for m in preset.methods}
-    return pd.Series(values, name=f"reference ({REFERENCE_SOURCE.split(':')[0]})")
-
-
 def paper_table(summary: pd.DataFrame, preset: str | Preset) -> pd.DataFrame:
-    """The book's accuracy table with the reference column beside the main (late concat) fusion."""
+    """The book's accuracy table with the reference numbers (MCR Table 1) beside the main (late concat) fusion."""
     preset = get_preset(preset)
     table = accuracy_table(summary, preset)
-    ref = reference_column(preset)
-    if ref is not None:
-        table.insert(1, "reference: MCR Table 1", ref.reindex(table.index))
+    if preset.reference is not None:
+        ref = reference_numbers(preset.reference)
+        table.insert(1, "reference: MCR Table 1", [f"{v[0]:.1f} ± {v[1]:.1f}" if (v := ref.get(m)) else "not reported"
+                                                   for m in preset.methods])
         table = table.rename(columns={preset.fusion: f"this book ({preset.fusion})"})
     return table
 
 
-# -- helpers for the chapters ---------------------------------------------------------------------
-
-
 def compare_runs(reference: pd.DataFrame, rerun: pd.DataFrame, *, column: str = "test_accuracy") -> pd.DataFrame:
-    """A re-run against the reference runs, cell by cell (method, fusion, seed): both values, their
-    difference, and the reference cell's seed std (population std over its seeds), the yardstick of
-    "within seed noise". Only cells present in both are compared."""
+    """A re-run against the reference runs per cell (method, fusion, seed) in both: both values, their difference
+    and the reference cell's seed std (population std over its seeds), the yardstick of "within seed noise"."""
     key = ["method", "fusion", "seed"]
     std = reference.groupby(["method", "fusion"])[column].std(ddof=STD_DDOF).rename("seed_std")
     both = reference[key + [column]].merge(rerun[key + [column]], on=key, suffixes=("_reference", "_rerun"))
@@ -231,5 +198,3 @@ def compare_runs(reference: pd.DataFrame, rerun: pd.DataFrame, *, column: str = 
     both["identical"] = both["difference"] == 0
     both["within_seed_std"] = both["difference"].abs() <= both["seed_std"]
     return both.sort_values(key, kind="stable").reset_index(drop=True)
-
-
