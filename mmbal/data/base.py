@@ -18,11 +18,8 @@ DATASETS = Registry("dataset")
 
 
 class MultimodalDataset(Dataset):
-    """Base class of one split of a multimodal dataset.
-
-    Subclasses set ``modalities``, ``num_classes`` and ``class_names`` and implement
-    ``__len__`` / ``__getitem__`` returning the sample dict described in the module docstring.
-    """
+    """Base class of one split: subclasses set ``modalities``, ``num_classes`` and ``class_names`` and implement
+    ``__len__`` / ``__getitem__`` returning the sample dict described in the module docstring."""
 
     modalities: tuple[str, ...] = ("audio", "video")
     num_classes: int
@@ -67,27 +64,22 @@ class DatasetSplits:
 
 
 class EpochSampler(Sampler[int]):
-    """Epoch e's order from (seed, e) alone (e from ``set_epoch``), so neither the worker count nor an
-    iterator started and dropped (as tqdm does) changes the batches.
-
-    The order is the one a single-process ``DataLoader(shuffle=True, generator=Generator(seed))`` gave
-    inside the trainer's loop, which produced the committed results: per epoch its generator made two
-    base-seed draws, one ``randperm`` for the order and one trailing ``randperm``. The sampler replays
-    that stream with its own generator (resuming from the last epoch it served)."""
+    """Epoch e's order from (seed, e) alone (e from ``set_epoch``), whatever the worker count or a dropped iterator.
+    It replays the committed results' single-process ``DataLoader(shuffle=True, generator=Generator(seed))`` stream:
+    per epoch two base-seed draws, the order's randperm and a trailing one (resuming from the last epoch served)."""
 
     def __init__(self, dataset: MultimodalDataset, seed: int):
-        self.dataset, self.seed = dataset, seed
-        self._replayed = (0, torch.Generator().manual_seed(seed).get_state())   # (epochs consumed, state)
+        self.dataset, self._start = dataset, (0, torch.Generator().manual_seed(seed).get_state())
+        self._replayed = self._start                                         # (epochs consumed, generator state)
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __iter__(self):
         epoch, n = getattr(self.dataset, "epoch", 0), len(self.dataset)
-        done, state = self._replayed if self._replayed[0] <= epoch else (0, None)
-        g = torch.Generator().manual_seed(self.seed)
-        if state is not None:
-            g.set_state(state)
+        done, state = self._replayed if self._replayed[0] <= epoch else self._start
+        g = torch.Generator()
+        g.set_state(state)
         for _ in range(epoch - done + 1):
             torch.empty(2, dtype=torch.int64).random_(generator=g)      # the loader's two base-seed draws
             order = torch.randperm(n, generator=g)                       # (n,) this epoch's order
@@ -98,12 +90,9 @@ class EpochSampler(Sampler[int]):
 
 def make_loader(dataset: MultimodalDataset, *, batch_size: int, shuffle: bool, seed: int,
                 num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
-    """A seeded DataLoader whose batches depend on (seed, epoch) only, whatever ``num_workers``.
-
-    Workers are not persistent: each epoch's workers copy the dataset after ``set_epoch``, so
-    per-epoch re-pairing and seeded augmentation reach them; a sample's randomness must come from
-    (seed, epoch, index), never from a worker's RNG stream.
-    """
+    """A seeded DataLoader whose batches depend on (seed, epoch) only, whatever ``num_workers``. Workers are not
+    persistent: each epoch's workers copy the dataset after ``set_epoch``, so re-pairing and seeded augmentation
+    reach them; a sample's randomness must come from (seed, epoch, index), never from a worker's RNG stream."""
     return DataLoader(dataset, batch_size=batch_size, sampler=EpochSampler(dataset, seed) if shuffle else None,
                       generator=torch.Generator().manual_seed(seed), num_workers=num_workers,
                       pin_memory=pin_memory, drop_last=False, persistent_workers=False)

@@ -134,21 +134,15 @@ class FrameTransform:
     """MLB's per-frame pipeline on a (T, H, W, 3) uint8 array -> (3, T, S, S) float32."""
 
     def __init__(self, *, train: bool, image_size: int = 224, bgr_0_255: bool = False):
-        self.train = train
-        if train:
-            self.geometry = v2.Compose([v2.RandomResizedCrop(image_size, antialias=True),
-                                        v2.RandomHorizontalFlip()])
-        else:
-            self.geometry = v2.Resize((image_size, image_size), antialias=True)
-        # bgr_0_255 reproduces MLB's UCF101 quirk: BGR channels, values not divided by 255
-        self.bgr_0_255 = bgr_0_255
+        self.train, self.bgr_0_255 = train, bgr_0_255   # bgr_0_255: MLB's UCF101 quirk, BGR and not divided by 255
+        self.geometry = (v2.Compose([v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()])
+                         if train else v2.Resize((image_size, image_size), antialias=True))
         self.normalize = v2.Compose([v2.ToDtype(torch.float32, scale=not bgr_0_255),
                                      v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
     def __call__(self, frames: np.ndarray, seed: int | None = None) -> torch.Tensor:
         x = torch.from_numpy(np.array(frames)).permute(0, 3, 1, 2)           # (T, H, W, 3) -> (T, 3, H, W)
-        if self.bgr_0_255:
-            x = x.flip(1)                                                          # RGB -> BGR
+        x = x.flip(1) if self.bgr_0_255 else x                                     # RGB -> BGR
         if self.train:
             with torch.random.fork_rng(devices=[]):                                # leave the global RNG alone
                 if seed is not None:
@@ -165,21 +159,16 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 
 class CachedAVDataset(MultimodalDataset):
-    """One split of a prepared cache: ``{"audio": (1, F, T), "video": (3, T, S, S), "label": ()}``.
-
-    The memory maps are opened lazily in each process, so DataLoader workers never pickle them.
-    """
+    """One split of a prepared cache: ``{"audio": (1, F, T), "video": (3, T, S, S), "label": ()}``;
+    the memory maps open lazily in each process, so DataLoader workers never pickle them."""
 
     def __init__(self, root: str | Path, rows: list[int], labels: list[int], *, class_names: list[str],
                  train: bool, seed: int, image_size: int = 224, bgr_0_255: bool = False):
-        self.root = Path(root)
-        self.rows = np.asarray(rows, dtype=np.int64)
+        self.root, self.rows, self._arrays = Path(root), np.asarray(rows, dtype=np.int64), None
         self._labels = torch.as_tensor(labels, dtype=torch.long)
-        self.class_names = list(class_names)
-        self.num_classes = len(class_names)
+        self.class_names, self.num_classes = list(class_names), len(class_names)
         self.train, self.seed, self.epoch, self.image_size = train, seed, 0, image_size
         self.transform = FrameTransform(train=train, image_size=image_size, bgr_0_255=bgr_0_255)
-        self._arrays = None
 
     def _open(self):
         if self._arrays is None:
