@@ -7,9 +7,8 @@ and, written last, ``meta.json``: its presence means the cache is complete. ``me
 records each array's shape, dtype and bytes and each small file's bytes and sha256; opening a cache
 checks them (a cache written before these records existed is checked against its shapes only).
 
-Train: per frame ``RandomResizedCrop(size)`` + ``RandomHorizontalFlip``; eval: ``Resize((size, size))``;
-both then ImageNet normalisation. The randomness of sample ``i`` in epoch ``e`` is seeded by
-``(seed, e, i)``, so a run is reproducible whatever the DataLoader's worker count.
+Train: per frame ``RandomResizedCrop(size)`` + ``RandomHorizontalFlip``; eval: ``Resize((size, size))``; both then
+ImageNet normalisation. Sample ``i`` in epoch ``e`` is seeded by ``(seed, e, i)``, whatever the worker count.
 """
 from __future__ import annotations
 

@@ -10,11 +10,10 @@ from mmbal.data.cached import cached_splits
 
 CREMAD_CLASSES = ["neutral", "happy", "sad", "fear", "disgust", "anger"]   # OGM-GE / MLB order
 AVE_CLASSES = [  # MLB's order (datasets/AVE/AVE_Dataset.py); the strings are AVE's category names
-    "Church bell", "Male speech, man speaking", "Bark", "Fixed-wing aircraft, airplane",
-    "Race car, auto racing", "Female speech, woman speaking", "Helicopter", "Violin, fiddle", "Flute",
-    "Ukulele", "Frying (food)", "Truck", "Shofar", "Motorcycle", "Acoustic guitar", "Train horn", "Clock",
-    "Banjo", "Goat", "Baby cry, infant cry", "Bus", "Chainsaw", "Cat", "Horse", "Toilet flush",
-    "Rodents, rats, mice", "Accordion", "Mandolin",
+    "Church bell", "Male speech, man speaking", "Bark", "Fixed-wing aircraft, airplane", "Race car, auto racing",
+    "Female speech, woman speaking", "Helicopter", "Violin, fiddle", "Flute", "Ukulele", "Frying (food)", "Truck",
+    "Shofar", "Motorcycle", "Acoustic guitar", "Train horn", "Clock", "Banjo", "Goat", "Baby cry, infant cry", "Bus",
+    "Chainsaw", "Cat", "Horse", "Toilet flush", "Rodents, rats, mice", "Accordion", "Mandolin",
 ]
 CREMAD_FOLD_OF_SEED = {109: "0", 19: "1", 337: "2"}
 UCF101_SPLIT_OF_SEED = {109: "1", 19: "2", 337: "3"}      # UCF101's 51 audio classes come from the cache
