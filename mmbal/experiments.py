@@ -34,23 +34,20 @@ class Run:
 def git_commit() -> str | None:
     """The commit of the mmbal checkout, or None outside a git checkout."""
     try:
-        root = Path(__file__).resolve().parent.parent
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return (out.stdout.strip() + ("+dirty" if dirty else "")) if out.returncode == 0 else None
+        git = ["git", "-C", str(Path(__file__).resolve().parent.parent)]
+        out, dirty = (subprocess.run([*git, *args], capture_output=True, text=True, timeout=5)
+                      for args in (["rev-parse", "--short", "HEAD"], ["status", "--porcelain", "--untracked-files=no"]))
+        return (out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")) if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
 
 
 def environment(device: torch.device) -> dict[str, Any]:
     """Hardware and software provenance recorded with every result."""
-    info = {"mmbal": __version__, "commit": git_commit(), "torch": torch.__version__,
-            "python": platform.python_version(), "platform": platform.platform(),
-            "device": str(device), "cpu_threads": torch.get_num_threads()}
-    return {**info, **({"gpu": torch.cuda.get_device_name(device)} if device.type == "cuda" else
-                       {"cpu": platform.processor() or platform.machine()})}
+    return {"mmbal": __version__, "commit": git_commit(), "torch": torch.__version__,
+            "python": platform.python_version(), "platform": platform.platform(), "device": str(device),
+            "cpu_threads": torch.get_num_threads(), **({"gpu": torch.cuda.get_device_name(device)}
+            if device.type == "cuda" else {"cpu": platform.processor() or platform.machine()})}
 
 
 def run(cfg: RunConfig) -> Run:
@@ -72,10 +69,8 @@ def run(cfg: RunConfig) -> Run:
 
 def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"optim": {"lr": 0.01}} -> {"optim.lr": 0.01} (empty option dicts vanish)."""
-    out = {}
-    for key, value in config.items():
-        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
-    return out
+    return {k: v for key, value in config.items() for k, v in
+            (_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}).items()}
 
 
 def flat_config(cfg: RunConfig | dict[str, Any]) -> dict[str, Any]:
@@ -114,8 +109,7 @@ def check_writable(path: str | os.PathLike) -> Path:
 
 
 def write_json(record: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Atomic write (temporary file in the same folder, then rename: no partial JSON) of strict JSON (NaN, ±inf
-    as null), with the mode of any new file (0644 under the usual umask)."""
+    """Atomic write (temporary file, then rename) of strict JSON (NaN, ±inf -> null), mode 0666 & ~umask."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -132,5 +126,4 @@ def write_json(record: dict[str, Any], path: str | os.PathLike) -> Path:
 
 
 def read_json(path: str | os.PathLike) -> dict[str, Any]:
-    with open(path) as fh:
-        return json.load(fh)
+    return json.loads(Path(path).read_text())

@@ -26,14 +26,10 @@ DEFAULT_SOURCE = "mmbal's default for this balancer"
 
 def _optim(raw: Mapping[str, Any]) -> dict[str, Any]:
     """OptimConfig values from YAML, lists as tuples; unknown names and numbers read as text fail."""
-    text = sorted(k for k, v in raw.items() if isinstance(v, str) and k not in ("name", "schedule"))
-    if text:
+    if text := sorted(k for k, v in raw.items() if isinstance(v, str) and k not in ("name", "schedule")):
         raise ValueError(f"optim {text} must be numbers (YAML reads 1e-3 as text: write 1.0e-3)")
     OptimConfig(**raw)                                            # unknown names and bad values fail here
     return {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
-
-
-ANALYSIS_OPTIMIZERS = {k: _optim(v) for k, v in _CONST["analysis_optimizers"].items()}   # chapter 10
 
 
 @dataclass(frozen=True)
@@ -49,6 +45,7 @@ class Method:
 
 
 ROWS: dict[str, Method] = {name: Method(**spec) for name, spec in _DATA["rows"].items()}   # the paper's rows
+ANALYSIS_OPTIMIZERS = {k: _optim(v) for k, v in _CONST["analysis_optimizers"].items()}   # chapter 10
 
 
 @dataclass(frozen=True)
@@ -62,8 +59,7 @@ class Preset:
     methods: Mapping[str, Method]                      # rows, at the main fusion
     fusion: str = "concat"                             # main column (late linear fusion)
     ablation: Mapping[str, tuple[str, ...]] = field(default_factory=dict)   # extra fusion -> its rows
-    # fusion -> row -> that row's balancer options at this fusion (e.g. MLB's beta per fusion)
-    fusion_options: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
+    fusion_options: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)  # fusion->row->options
     batch_size: int = 32
     seeds: tuple[int, ...] = PAPER_SEEDS
     fold_option: str | None = None                     # dataset option naming the fold/split
@@ -124,8 +120,7 @@ class Preset:
             regime=spec.regime, regime_options=dict(spec.regime_options))
 
     def hyperparameters(self) -> pd.DataFrame:
-        """Every value of the table with its source: columns method, fusion, parameter, value, source
-        (``all``: shared by every method or fusion)."""
+        """Every value with its source: columns method, fusion, parameter, value, source (``all``: shared)."""
         rows = [(m, f, p, _fmt(v), self.source_of(path) if path else DEFAULT_SOURCE)
                 for m, f, p, v, path in self._entries()]
         return pd.DataFrame(rows, columns=["method", "fusion", "parameter", "value", "source"])

@@ -1,9 +1,6 @@
-"""Training regimes of the paper's tables: unimodal, ensemble, Uni-Pre frozen/finetuned.
-
-A regime takes the run's config and splits and returns ``(TrainResult, Trained)`` like a plain run,
-so ``mmbal.experiments.run`` writes the same record. A unimodal model reports its one head as both
-``mm`` and its modality (there is no other head to report).
-"""
+"""Training regimes of the paper's tables: unimodal, ensemble, Uni-Pre frozen/finetuned. A regime returns
+``(TrainResult, Trained)`` like a plain run, so ``mmbal.experiments.run`` writes the same record; a unimodal
+model reports its one head as both ``mm`` and its modality (there is no other head to report)."""
 from __future__ import annotations
 
 import time
@@ -94,8 +91,7 @@ def _uni_pre(cfg: RunConfig, splits: DatasetSplits, *, frozen: bool):
             model.encoders[m].requires_grad_(False)
             # A frozen encoder is a fixed feature extractor: eval mode even while the rest trains.
             model.encoders[m].register_forward_pre_hook(_stay_in_eval)
-    trainer = build_trainer(cfg, splits, model=model)
-    result = trainer.fit()
+    result = (trainer := build_trainer(cfg, splits, model=model)).fit()
     result.seconds = time.perf_counter() - start
     result.extra["pretrain"] = {m: _summary(r) for m, (r, _) in pretrained.items()}
     return result, trainer.trained

@@ -18,9 +18,8 @@ METRICS = ("accuracy", "macro_f1", "ece")
 NOT_RUN = "not yet run"
 
 
-# -- reliability bins stored with each run (mmbal.metrics.reliability_bins) -----------------------
 def ece_from_bins(bins: dict[str, list]) -> float:
-    """ECE = sum_b |b| / N * |accuracy_b - confidence_b| from stored reliability bins."""
+    """ECE = sum_b |b| / N * |accuracy_b - confidence_b| from a run's stored ``metrics.reliability_bins``."""
     count = np.asarray(bins["count"], dtype=float)
     gap = np.abs(np.asarray(bins["accuracy"]) - np.asarray(bins["confidence"]))
     return float((count * gap).sum() / count.sum())
@@ -41,32 +40,26 @@ def run_row(record: dict[str, Any], path: str | Path = "") -> dict[str, Any]:
     row = {"table": cell.get("table"), "method": cell.get("method"),
            "fusion": cell.get("fusion", cfg["model"]["fusion"]), "seed": cell.get("seed", cfg["seed"]),
            "fast": bool(cell.get("fast", cfg.get("fast", False))), "dataset": cfg["data"]["name"],
-           "fold": next((options[k] for k in ("fold", "split") if k in options), None), "commit": env.get("commit"), "hardware": f"{env['gpu']} (cuda)" if env.get("gpu") else
+           "fold": next((options[k] for k in ("fold", "split") if k in options), None), "commit": env.get("commit"),
+           "hardware": f"{env['gpu']} (cuda)" if env.get("gpu") else
            f"cpu {env.get('cpu', '?')}, {env.get('cpu_threads', '?')} threads", "torch": env.get("torch"),
            "epochs": cfg.get("optim", {}).get("epochs"), "epochs_run": len(record.get("history", [])),
            "best_epoch": record.get("best_epoch"), "seconds": record.get("seconds"), "path": str(path)}
     head = primary_head(record["test"])
-    for metric in METRICS:
-        row[f"test_{metric}"] = record["test"][head][metric]
-        row[f"val_{metric}"] = record["val"][head][metric]
-    for split in ("test", "val"):
-        for h, values in record[split].items():
-            for metric in METRICS:
-                row[f"{split}_{h}_{metric}"] = values[metric]
-    for m, probe in record.get("linear_probe", {}).items():      # mmbal.probe: frozen-encoder probe
-        row[f"test_probe_{m}_accuracy"] = probe["test_accuracy"]
-    return row
+    row.update({f"{s}_{metric}": record[s][head][metric] for metric in METRICS for s in ("test", "val")})
+    row.update({f"{s}_{h}_{metric}": values[metric] for s in ("test", "val")
+                for h, values in record[s].items() for metric in METRICS})
+    return {**row, **{f"test_probe_{m}_accuracy": probe["test_accuracy"]       # mmbal.probe: frozen-encoder probe
+                      for m, probe in record.get("linear_probe", {}).items()}}
 
 
 def load_runs(results: str | Path, table: str, *, fast: bool = False) -> pd.DataFrame:
     """All result JSONs of a table (one row each; empty frame if none), ``config_differs`` saying how a run's
     config differs from its preset cell's; unreadable files are left out, listed in ``.attrs["unreadable"]``."""
-    folder = table_dir(results, table, fast=fast) / "runs"
     rows, unreadable = [], []
-    for path in sorted(folder.glob("*.json")):
+    for path in sorted((table_dir(results, table, fast=fast) / "runs").glob("*.json")):
         try:
-            record = read_json(path)
-            row = run_row(record, path)
+            row = run_row(record := read_json(path), path)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             unreadable.append(f"{path}: {type(err).__name__}: {err}")
             continue
@@ -151,8 +144,7 @@ def format_pm(mean: float, std: float, *, percent: bool = True, digits: int = 1)
 
 
 def cell_note(row, seeds: int) -> str:
-    """`` (1 of 3)`` when a cell has fewer runs than the preset's seeds (1 for FAST), and how many of its runs
-    differ from the preset's configuration; "" for a complete cell."""
+    """`` (1 of 3)`` for a cell short of the preset's seeds (1 if FAST), plus its runs of another config; "" if not."""
     want = 1 if bool(row.get("fast", False)) else seeds
     notes = [f"{row['n']} of {want}"] if row["n"] < want else []
     notes += [f"{row['other_config']} not the preset's config"] if row.get("other_config", 0) > 0 else []
@@ -166,12 +158,11 @@ def accuracy_table(summary: pd.DataFrame, preset: str | Preset, *, column: str =
     cells = set(preset.cells())
     index = {m: preset.methods[m].label for m in preset.methods}
     table = pd.DataFrame([[NOT_RUN if (m, f) in cells else "—" for f in preset.fusions] for m in index],
-                         index=list(index.values()), columns=list(preset.fusions))
+                         index=pd.Index(list(index.values()), name="method"), columns=list(preset.fusions))
     for _, r in (summary.iterrows() if not summary.empty else []):
         if (r["method"], r["fusion"]) in cells:
             value = format_pm(r[f"{column}_mean"], r[f"{column}_std"], percent=percent, digits=digits)
             table.loc[index[r["method"]], r["fusion"]] = value + cell_note(r, len(preset.seeds))
-    table.index.name = "method"
     return table
 
 
