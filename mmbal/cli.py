@@ -3,8 +3,7 @@
 cell, ``--shard i/n``), ``summary`` (mean ± std -> summary.csv), ``compare`` (a re-run against the
 committed runs). Older spellings still work: ``run --preset N``, ``sweep --table N``, ``table N``,
 ``compare N``. Results live under ``--results`` (default ``book/results``, relative to the working
-directory).
-"""
+directory)."""
 from __future__ import annotations
 
 import argparse
@@ -27,11 +26,7 @@ from mmbal.sweep import Cell, cell_status, grid, papermill_runner, parse_shard, 
 from mmbal.tables import compare_runs, load_runs, paper_table, write_summary
 from mmbal.train import Diverged, set_threads
 
-DEFAULT_RESULTS = "book/results"
-DEFAULT_TEMPLATE = "book/experiments/run_template.ipynb"
 TABLE_ACTIONS = ("run", "sweep", "summary", "show", "compare")
-REGISTRIES = {"datasets": DATASETS, "encoders": ENCODERS, "fusions": FUSIONS, "objectives": OBJECTIVES,
-              "balancers": BALANCERS, "regimes": REGIMES}
 
 
 def _key_value(text: str) -> tuple[str, object]:
@@ -50,8 +45,8 @@ def _csv(text: str | None) -> list[str] | None:
 
 
 def cmd_list(args) -> int:
-    for title, registry in REGISTRIES.items():
-        print(f"{title}:")
+    for registry in (DATASETS, ENCODERS, FUSIONS, OBJECTIVES, BALANCERS, REGIMES):
+        print(f"{registry.kind}s:")
         for name, doc in registry.describe().items():
             print(f"  {name:<20} {doc}")
     return 0
@@ -92,10 +87,8 @@ TRAIN_FLAGS = {   # flag -> argparse keywords (dataset, model, method, optimisat
 
 
 def config_from_args(args) -> RunConfig:
-    balancer_options = dict(args.balancer_opt)
-    for key, value in (("alpha", args.alpha), ("beta_max", args.beta_max), ("acts_on", args.acts_on)):
-        if value is not None:
-            balancer_options[key] = value
+    flags = {"alpha": args.alpha, "beta_max": args.beta_max, "acts_on": args.acts_on}
+    balancer_options = dict(args.balancer_opt) | {key: value for key, value in flags.items() if value is not None}
     objective = args.objective or BALANCERS.create(args.balancer, **balancer_options).objective
     return RunConfig(
         data=DataConfig(name=args.dataset, root=args.data_root, options=dict(args.data_opt),
@@ -122,8 +115,7 @@ def cmd_train(args) -> int:
             write_json({"config": cfg.to_dict(), "config_hash": config_hash(cfg), "diverged": str(err),
                         "history": err.history}, args.out)
         raise
-    print(f"best epoch {record['best_epoch'] + 1} (val {record['val']['mm']['accuracy']:.4f}), "
-          f"{record['seconds']:.1f} s")
+    print(f"best epoch {record['best_epoch'] + 1} (val {record['val']['mm']['accuracy']:.4f}), {record['seconds']:.1f} s")
     print(pd.DataFrame(record["test"]).T[["accuracy", "macro_f1", "ece"]].rename_axis("test head").round(4))
     if args.out:
         print(f"wrote {write_json(record, args.out)}")
@@ -144,8 +136,7 @@ def cmd_show(args) -> int:
 
 def cmd_run(args) -> int:
     preset = get_preset(args.name)
-    cell = Cell(preset.name, args.method, args.fusion or preset.fusion,
-                preset.seeds[0] if args.seed is None else args.seed)
+    cell = Cell(preset.name, args.method, args.fusion or preset.fusion, preset.seeds[0] if args.seed is None else args.seed)
     preset.method(cell.method, cell.fusion)                     # validate before any work
     out = args.out or result_path(args.results, cell, fast=args.fast)
     set_threads(args.threads, args.device)
@@ -233,12 +224,12 @@ def add_table_parsers(sub, names: str) -> None:
     p.add_argument("name", help=f"one of: {names}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("name", help=f"one of: {names}")
-    common.add_argument("--results", default=DEFAULT_RESULTS, help="results folder (default: %(default)s)")
+    common.add_argument("--results", default="book/results", help="results folder (default: %(default)s)")
     train = argparse.ArgumentParser(add_help=False)
     train.add_argument("--fast", action="store_true", help="FAST smoke run: 2 epochs, first seed, under <results>/fast/")
     train.add_argument("--epochs", type=int, default=None, help="override the preset's epochs (recorded)")
-    train.add_argument("--device", default="auto")
-    train.add_argument("--data-root", default=None, help="cache folder written by data_scripts/")
+    for flag in ("--device", "--data-root"):
+        train.add_argument(flag, **TRAIN_FLAGS[flag])
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1 on CPU)")
     p = sub.add_parser("run", parents=[common, train], help="train one cell and write its result JSON")
     p.add_argument("--method", required=True)
@@ -250,8 +241,8 @@ def add_table_parsers(sub, names: str) -> None:
     p.add_argument("--methods", default=None, help="comma-separated subset of rows")
     p.add_argument("--fusions", default=None, help="comma-separated subset of columns")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the preset's)")
-    p.add_argument("--papermill", nargs="?", const=DEFAULT_TEMPLATE, default=None, metavar="TEMPLATE",
-                   help=f"run each cell through a papermill template, keeping the notebook (default: {DEFAULT_TEMPLATE})")
+    p.add_argument("--papermill", nargs="?", const="book/experiments/run_template.ipynb", default=None, metavar="TEMPLATE",
+                   help="run each cell through a papermill template, keeping the notebook (default: %(const)s)")
     p.add_argument("--dry-run", action="store_true", help="list the cells and their status, run nothing")
     p.add_argument("--no-progress", action="store_true")
     p = sub.add_parser("summary", parents=[common], help="aggregate the result JSONs into mean ± std (CSV)")

@@ -21,7 +21,6 @@ from mmbal.train import resolve_device
 
 TRACE_POINTS = 250       # per-step trace columns are subsampled to at most this many points
 TRACE_DIGITS = 5         # and rounded to this many significant digits (keeps each JSON small)
-RELIABILITY_BINS = 15    # the ECE bins of mmbal.metrics
 
 
 @dataclass(frozen=True)
@@ -95,8 +94,7 @@ def cell_status(path: str | Path, cfg: RunConfig) -> str | None:
 
 
 # -- making a record small and self-describing -------------------------------------------------
-def subsample_trace(trace: dict[str, list], points: int = TRACE_POINTS,
-                    digits: int = TRACE_DIGITS) -> dict[str, list]:
+def subsample_trace(trace: dict[str, list], points: int = TRACE_POINTS, digits: int = TRACE_DIGITS) -> dict[str, list]:
     """Keep <= ``points`` evenly spaced steps (first and last included) of every trace column."""
     n = max((len(v) for v in trace.values()), default=0)
     if n == 0:
@@ -107,21 +105,9 @@ def subsample_trace(trace: dict[str, list], points: int = TRACE_POINTS,
             for key, col in cols.items()}
 
 
-def compact_record(record: dict[str, Any], cell: Cell, *, fast: bool) -> dict[str, Any]:
-    """The record as committed: trace subsampled, plus the table cell it belongs to."""
-    out = dict(record)
-    steps = max((len(v) for v in record.get("trace", {}).values()), default=0)
-    out["trace"] = subsample_trace(record.get("trace", {}))
-    out["trace_info"] = {"steps": steps, "points": len(out["trace"].get("step", [])),
-                         "note": f"evenly subsampled to <= {TRACE_POINTS} points, {TRACE_DIGITS} significant digits"}
-    out["cell"] = {"table": cell.table, "method": cell.method, "fusion": cell.fusion, "seed": cell.seed,
-                   "fast": fast}
-    return out
-
-
 def run_cell(cell: Cell, path: str | Path, *, preset: str | Preset | None = None, fast: bool = False,
              epochs: int | None = None, device: str = "auto", data_root: str | None = None) -> dict[str, Any]:
-    """Train one cell and write its compact result JSON atomically; returns the record."""
+    """Train one cell, write its compact record (trace subsampled, cell, reliability bins) atomically, return it."""
     preset = get_preset(preset or cell.table)
     cfg = preset.run_config(cell.method, cell.fusion, cell.seed, fast=fast, epochs=epochs, device=device,
                             data_root=data_root)
@@ -130,21 +116,22 @@ def run_cell(cell: Cell, path: str | Path, *, preset: str | Preset | None = None
         raise ValueError(f"preset {preset.name!r} asks for a linear probe, which needs one trained model; "
                          f"method {cell.method!r} is the regime {cfg.regime!r}")
     done = run(cfg)
-    record = compact_record(done.record, cell, fast=fast)
+    steps = max((len(v) for v in done.record.get("trace", {}).values()), default=0)
+    record = dict(done.record, trace=subsample_trace(done.record.get("trace", {})))
+    record["trace_info"] = {"steps": steps, "points": len(record["trace"].get("step", [])),
+                            "note": f"evenly subsampled to <= {TRACE_POINTS} points, {TRACE_DIGITS} significant digits"}
+    record["cell"] = dict(vars(cell), fast=fast)
     logits, labels = done.trained.predict("test")
-    record["reliability"] = {"test": {h: reliability_bins(v, labels, RELIABILITY_BINS) for h, v in logits.items()}}
+    record["reliability"] = {"test": {h: reliability_bins(v, labels) for h, v in logits.items()}}   # ECE's 15 bins
     if preset.linear_probe:
         record["linear_probe"] = linear_probe(done.trained, preset.linear_probe)
     write_json(record, path)
     return record
 
 
-Runner = Callable[..., dict]
-
-
 def sweep(preset: str | Preset, results: str | Path, *, shard: tuple[int, int] = (0, 1), fast: bool = False,
           methods=None, fusions=None, seeds=None, epochs: int | None = None, device: str = "auto",
-          data_root: str | None = None, runner: Runner | None = None, progress: bool = True,
+          data_root: str | None = None, runner: Callable[..., dict] | None = None, progress: bool = True,
           keep_going: bool = True, log: Callable[[str], None] = print) -> dict[str, list[Cell]]:
     """Run every unfinished cell of this shard (settings, device, folder checked first) -> {"done", "skipped",
     "failed"} cell lists; a cell that raises is logged and left unwritten (``keep_going``), one finished meanwhile
@@ -152,7 +139,6 @@ def sweep(preset: str | Preset, results: str | Path, *, shard: tuple[int, int] =
     preset = get_preset(preset)
     i, n = shard
     cells = grid(preset, methods=methods, fusions=fusions, seeds=seeds, fast=fast)[i::n]
-    runner = runner or run_cell
     configs = {c: preset.run_config(c.method, c.fusion, c.seed, fast=fast, epochs=epochs, device=device,
                                     data_root=data_root) for c in cells}
     status = {c: cell_status(result_path(results, c, fast=fast), configs[c]) for c in cells}
@@ -160,9 +146,8 @@ def sweep(preset: str | Preset, results: str | Path, *, shard: tuple[int, int] =
     skipped = [c for c in cells if c not in todo]
     log(f"{preset.name}: {len(cells)} runs in shard {i}/{n}, {len(skipped)} finished, "
         f"{len(todo)} to run -> {table_dir(results, preset.name, fast=fast)}")
-    for c in todo:
-        if status[c] != "not run":
-            log(f"  re-run {c.method}/{c.fusion}/seed{c.seed}: {status[c]}")
+    for c in [c for c in todo if status[c] != "not run"]:
+        log(f"  re-run {c.method}/{c.fusion}/seed{c.seed}: {status[c]}")
     if todo:
         resolve_device(device)
         check_writable(result_path(results, todo[0], fast=fast))
@@ -175,8 +160,8 @@ def sweep(preset: str | Preset, results: str | Path, *, shard: tuple[int, int] =
         bar.set_postfix_str(f"{cell.method}/{cell.fusion}/seed{cell.seed}")
         t0 = time.perf_counter()
         try:
-            record = runner(cell, result_path(results, cell, fast=fast), preset=preset, fast=fast,
-                            epochs=epochs, device=device, data_root=data_root)
+            record = (runner or run_cell)(cell, result_path(results, cell, fast=fast), preset=preset, fast=fast,
+                                          epochs=epochs, device=device, data_root=data_root)
         except Exception as err:            # one broken cell must not stop the table; Ctrl-C still does
             if not keep_going:
                 raise
@@ -191,12 +176,11 @@ def sweep(preset: str | Preset, results: str | Path, *, shard: tuple[int, int] =
     return {"done": done, "skipped": skipped, "failed": failed}
 
 
-def papermill_runner(template: str | Path) -> Runner:
+def papermill_runner(template: str | Path) -> Callable[..., dict]:
     """A runner that executes the template notebook per cell and keeps it next to the JSON."""
     def runner(cell: Cell, path: str | Path, *, preset=None, fast=False, epochs=None, device="auto",
                data_root=None) -> dict:
         import papermill          # optional dependency of the book
-
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         params = {"preset": cell.table, "method": cell.method, "fusion": cell.fusion, "seed": cell.seed,
