@@ -6,7 +6,10 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "mmbal"
-MAX_LINES = 3500
+# 3,500 lines held every feature of the code base when the architecture was settled; the fidelity
+# options of the baselines, four later baselines (MMPareto, ReconBoost, D&R, G-Blending) and resumable,
+# data-parallel, mixed-precision training were then budgeted ~1,000 more lines between them.
+MAX_LINES = 4500
 # (importer prefix, forbidden import prefixes): the layers of ARCHITECTURE.md
 FORBIDDEN = [
     ("mmbal.data", ("mmbal.models", "mmbal.objectives", "mmbal.balancers", "mmbal.train", "mmbal.experiments")),

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from mmbal.distributed import global_mean
 from mmbal.models.multimodal import ROLES
 from mmbal.registry import Registry
 
@@ -30,6 +31,7 @@ class Balancer:
     scaled_roles: tuple[str, ...] = ROLES  # which of a modality's parameter groups k scales
     objective = "joint"                    # the objective the method is defined with in its paper
     acts_on_choices = ACTS_ON
+    stateful: tuple[str, ...] = ()         # attributes a checkpoint saves (running means, prototypes, histories)
 
     def __init__(self, *, acts_on: str = "gradient"):
         require(acts_on in self.acts_on_choices,
@@ -44,6 +46,13 @@ class Balancer:
         self._groups_of = {m: [g for g in optimizer.param_groups
                                if g.get("modality") == m and g.get("role") in self.scaled_roles]
                            for m in model.modalities}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.stateful if hasattr(self, name)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
 
     def on_epoch_start(self, ctx: EpochContext) -> dict[str, float]:
         return {}
@@ -112,6 +121,7 @@ def mean_of_others(s: torch.Tensor) -> torch.Tensor:
 
 
 def true_class_probability(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Batch mean of softmax(logits)[y]: the confidence score s_m of paper §3.3 (detached)."""
+    """Batch mean of softmax(logits)[y]: the confidence score s_m of paper §3.3 (detached; over the global
+    batch under data parallelism)."""
     probs = torch.softmax(logits.detach().float(), dim=1)          # (B, C)
-    return probs.gather(1, labels[:, None]).mean()                 # (B, 1) -> ()
+    return global_mean(probs.gather(1, labels[:, None]).mean(), len(labels))   # (B, 1) -> ()
