@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from bs4 import BeautifulSoup
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,6 +27,40 @@ def test_every_chapter_notebook_is_in_the_toc_and_exists():
     assert not missing, f"_toc.yml names files that do not exist: {missing}"
 
 
+def html_problems(html: Path) -> list[str]:
+    """What a reader would trip on in a built book: a relative link or image whose file is missing,
+    an error traceback in a page, or a table cell that reads "nan"."""
+    problems = []
+    for page in sorted(html.rglob("*.html")):
+        name = page.relative_to(html)
+        soup = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
+        targets = [("link", a.get("href")) for a in soup.find_all("a")] + \
+                  [("image", img.get("src")) for img in soup.find_all("img")]
+        for kind, target in targets:
+            path = (target or "").split("#")[0].split("?")[0]
+            if path and not re.match(r"^[a-z][a-z0-9+.-]*:", path) and not (page.parent / path).exists():
+                problems.append(f"{name}: broken {kind} {target}")
+        if "Traceback (most recent call last)" in soup.get_text():
+            problems.append(f"{name}: an error traceback")
+        problems += [f"{name}: a table cell reads {cell.get_text(strip=True)!r}"
+                     for cell in soup.find_all(["td", "th"]) if cell.get_text(strip=True).lower() == "nan"]
+    return problems
+
+
+def test_html_problems_finds_broken_links_images_tracebacks_and_nan(tmp_path):
+    (tmp_path / "ok.html").write_text('<a href="ok.html#top">self</a><a href="https://x.org/a">web</a>'
+                                      '<table><tr><td>0.5</td><td>nanometre</td></tr></table>')
+    assert html_problems(tmp_path) == []
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "bad.html").write_text('<a href="../missing.html">x</a><img src="_images/gone.png">'
+                                               '<pre>Traceback (most recent call last):</pre>'
+                                               '<table><tr><td> NaN </td></tr></table>')
+    assert html_problems(tmp_path) == ["sub/bad.html: broken link ../missing.html",
+                                       "sub/bad.html: broken image _images/gone.png",
+                                       "sub/bad.html: an error traceback",
+                                       "sub/bad.html: a table cell reads 'NaN'"]
+
+
 def test_book_builds_with_warnings_as_errors(tmp_path):
     jb = Path(sys.executable).with_name("jupyter-book")
     # no MPLBACKEND: the kernel must keep its inline backend, or figures never reach the HTML
@@ -38,3 +73,7 @@ def test_book_builds_with_warnings_as_errors(tmp_path):
     chapter1 = (html / "book" / "01_modality_imbalance.html").read_text()
     assert len(re.findall(r"<img [^>]*src=\"[^\"]*_images/", chapter1)) >= 3, "chapter 1 lost its figures"
     assert "Traceback" not in chapter1
+    assert not html_problems(html), html_problems(html)
+    bibliography = (html / "book" / "bibliography.html").read_text()
+    assert "Improving Multimodal Learning with Multi-Loss Gradient Modulation" in bibliography
+    assert 'href="bibliography.html#id' in (html / "book" / "intro.html").read_text(), "intro cites nothing"
