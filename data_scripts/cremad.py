@@ -21,6 +21,7 @@ from tqdm import tqdm
 from data_scripts._common import EXIT_OK, EXIT_UNUSABLE, SPLITS_DIR, Spec, at_least, main
 from data_scripts._download import DownloadError, fetch_pinned, resolve_pointers
 from data_scripts.cache import Clip, LayoutError, ScanResult
+from data_scripts.cremad_features import add_arguments as add_feature_arguments, cmd_features
 from data_scripts.media import CREMAD_AUDIO, MediaError, cremad_spectrogram, media_problem, read_frames_1fps, \
     read_wav, resample, stft_shape
 from mmbal.data.real import CREMAD_CLASSES, CREMAD_FOLD_OF_SEED
@@ -75,6 +76,8 @@ Steps (each resumable; a second run does only what is missing):
   splits    regenerate data_scripts/splits/cremad_folds.json (--write) or check it.
   fetch-mlb-folds  download MLB's data_splits_VALV (5,820-clip subset) for --folds mlb,
             checked against the sha256 of the file at the pinned commit.
+  features  after prepare: wav2vec 2.0 audio features and face-crop emotion embeddings for the
+            paper's Conformer encoders (features --help explains the step).
 
 Typical run (estimates: download 10-40 min, prepare 10-20 min on 8 cores, cache ~5 GB):
   python -m data_scripts.cremad all --download --raw ~/mmbal_data/cremad/raw --cache ~/mmbal_data/cremad/cache
@@ -320,7 +323,9 @@ SPEC = Spec(name="cremad", title="CREMA-D", description=DESCRIPTION, scan=scan, 
             add_prepare_options=add_prepare_options, add_download_options=add_download_options,
             extra_commands={"splits": ("regenerate (--write) or check data_scripts/splits/cremad_folds.json",
                                        lambda p: p.add_argument("--write", action="store_true"), cmd_splits),
-                            "fetch-mlb-folds": ("download MLB's fold file for --folds mlb", lambda p: None, cmd_fetch_mlb)})
+                            "fetch-mlb-folds": ("download MLB's fold file for --folds mlb", lambda p: None, cmd_fetch_mlb),
+                            "features": ("wav2vec 2.0 audio and face-emotion features for the Conformer encoders "
+                                         "(after prepare; GPU when present)", add_feature_arguments, cmd_features)})
 
 if __name__ == "__main__":
     sys.exit(main(SPEC))

@@ -5,7 +5,9 @@ A cache folder (written by ``data_scripts``) holds ``frames.npy`` (N, T, H, W, 3
 n_one_fps), ``splits.json`` ({"folds": {fold: {"train"|"val"|"test": [clip...]}}}), ``skipped.csv``
 and, written last, ``meta.json``: its presence means the cache is complete. ``meta.json["files"]``
 records each array's shape, dtype and bytes and each small file's bytes and sha256; opening a cache
-checks them (a cache written before these records existed is checked against its shapes only).
+checks them (a cache written before these records existed is checked against its shapes only). CREMA-D's optional
+``features/`` (``data_scripts.cremad features``): ``audio/fold<k>/<clip>.npy`` (T, 1024) and ``video/<clip>.npy``
+(faces, 1408) float16, ``face_stats_fold<k>.npy`` (2, 1408) mean / std, ``no_face.csv``, then ``meta.json``.
 
 Train: per frame ``RandomResizedCrop(size)`` + ``RandomHorizontalFlip``; eval: ``Resize((size, size))``; both then
 ImageNet normalisation. Sample ``i`` in epoch ``e`` is seeded by ``(seed, e, i)``, whatever the worker count.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,6 +197,52 @@ class CachedAVDataset(MultimodalDataset):
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         frames, audio = self._open()
         return {"audio": (1, *audio.shape[1:]), "video": (3, frames.shape[1], self.image_size, self.image_size)}
+
+
+class FeatureDataset(MultimodalDataset):
+    """One split of the CREMA-D feature cache (``python -m data_scripts.cremad features``): ``{"audio": (T_a, 1024)
+    wav2vec 2.0 frames, "video": (T_v, 1408) face embeddings standardised with the fold's training statistics}``,
+    cut to ``lengths`` and zero-padded to it (all-zero frames are padding: ``mmbal.models.sequence``)."""
+
+    def __init__(self, root: Path, clips: list[str], labels: list[int], *, fold: str, face_stats: np.ndarray,
+                 lengths: dict[str, int], class_names: list[str]):
+        self.root, self.clips, self.fold, self.face_stats, self.lengths = root, clips, fold, face_stats, lengths
+        self._labels, self.class_names, self.num_classes = torch.as_tensor(labels), class_names, len(class_names)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def _read(self, m: str, clip: str) -> torch.Tensor:
+        x = np.load(self.root / (f"audio/fold{self.fold}" if m == "audio" else "video") / f"{clip}.npy")
+        x = x[: self.lengths[m]].astype(np.float32)                                 # (T, D)
+        x = (x - self.face_stats[0]) / self.face_stats[1] if m == "video" else x     # per-fold standardisation
+        return torch.from_numpy(np.pad(x, ((0, self.lengths[m] - len(x)), (0, 0))))  # (lengths[m], D)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {m: self._read(m, self.clips[i]) for m in self.modalities} | {"label": self._labels[i]}
+
+    def labels(self) -> torch.Tensor:
+        return self._labels
+
+
+def feature_splits(root: str | Path | None, *, fold: str, max_frames: int = 150) -> DatasetSplits:
+    """Train / val / test of ``fold`` from the features beside a CREMA-D cache; clips without a detected face are
+    left out (MLB's loader drops clips without a face-feature file) and named in features/no_face.csv."""
+    cache = open_cache(root, dataset="cremad")
+    feats, how = cache.root / "features", f"python -m data_scripts.cremad features --cache {cache.root}"
+    meta = json.loads((feats / "meta.json").read_text()) if (feats / "meta.json").is_file() else None
+    if meta is None or fold not in meta["folds"]:
+        raise CacheError(f"{feats} holds no finished features for fold {fold}; run: {how} --fold-ids {fold}")
+    if meta["no_face"]:
+        warnings.warn(f"{len(meta['no_face'])} clips without a detected face are left out "
+                      f"(listed in {feats / 'no_face.csv'})")
+    lengths = {"audio": meta["max_frames"]["audio"], "video": min(max_frames, meta["max_frames"]["video"])}
+    label, stats = {r["clip"]: r["label"] for r in cache.index}, np.load(feats / f"face_stats_fold{fold}.npy")
+    clips = {p: [c for c in names if c not in meta["no_face"]] for p, names in cache.splits["folds"][fold].items()
+             if p in ("train", "val", "test")}
+    return DatasetSplits(**{p: FeatureDataset(feats, cs, [label[c] for c in cs], fold=fold, face_stats=stats,
+                                              lengths=lengths, class_names=cache.meta["class_names"])
+                            for p, cs in clips.items()})
 
 
 def cached_splits(root: str | Path | None, *, dataset: str, fold: str, seed: int, image_size: int = 224,

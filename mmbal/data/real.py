@@ -6,7 +6,7 @@ UCF101 official splits 1 / 2 / 3; AVE has one official split. Labels follow MLB'
 from __future__ import annotations
 
 from mmbal.data.base import DATASETS, DatasetSplits
-from mmbal.data.cached import cached_splits
+from mmbal.data.cached import cached_splits, feature_splits
 
 CREMAD_CLASSES = ["neutral", "happy", "sad", "fear", "disgust", "anger"]   # OGM-GE / MLB order
 AVE_CLASSES = [  # MLB's order (datasets/AVE/AVE_Dataset.py); the strings are AVE's category names
@@ -20,10 +20,15 @@ UCF101_SPLIT_OF_SEED = {109: "1", 19: "2", 337: "3"}      # UCF101's 51 audio cl
 
 
 @DATASETS.register("cremad")
-def cremad(*, seed: int, root: str | None = None, fold: int | str | None = None, image_size: int = 224) -> DatasetSplits:
-    """CREMA-D (6 emotions) from a prepared cache; fold 0/1/2 (default: from seed 109/19/337, else 0)."""
+def cremad(*, seed: int, root: str | None = None, fold: int | str | None = None, image_size: int = 224,
+           inputs: str = "media", max_frames: int = 150) -> DatasetSplits:
+    """CREMA-D (6 emotions) from a prepared cache; fold 0/1/2 (default: from seed 109/19/337, else 0). ``inputs``:
+    media (frames + spectrogram) or features (wav2vec 2.0 / face-embedding sequences, faces cut to ``max_frames``)."""
     fold = CREMAD_FOLD_OF_SEED.get(seed, "0") if fold is None else str(fold)
-    return cached_splits(root, dataset="cremad", fold=fold, seed=seed, image_size=image_size)
+    if inputs not in ("media", "features"):
+        raise ValueError(f"cremad: inputs must be media or features, got {inputs!r}")
+    media = cached_splits(root, dataset="cremad", fold=fold, seed=seed, image_size=image_size)
+    return feature_splits(root, fold=fold, max_frames=max_frames) if inputs == "features" else media
 
 
 @DATASETS.register("ave")

@@ -1,7 +1,7 @@
 """Models: encoder families and fusions (registered where they are defined) and the model builder."""
 from typing import Any
 
-from mmbal.models import conformer, fusion, resnet, small_cnn  # noqa: F401  (register their encoders and fusions)
+from mmbal.models import conformer, fusion, resnet, sequence, small_cnn  # noqa: F401  (register their encoders and fusions)
 from mmbal.models.base import ENCODERS, FUSIONS, Encoder, Fusion
 from mmbal.models.multimodal import ROLES, MultimodalModel
 from mmbal.models.unimodal import EnsembleModel, UnimodalModel
