@@ -6,6 +6,7 @@ per call and the estimated hours. Needs `pip install "mmbal[features]"`. Run it 
   python bench/cremad_features_cost.py --device cuda
 """
 import argparse
+import json
 import time
 
 import torch
@@ -35,6 +36,7 @@ def main() -> None:
     p.add_argument("--frame", default="360x480", help="video frame HxW")
     p.add_argument("--folds", type=int, default=3, help="audio features are extracted once per fold")
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--out", help="also write the timings and the estimate as JSON")
     args = p.parse_args()
     device, (h, w) = torch.device(args.device), (int(v) for v in args.frame.split("x"))
     from face_alignment.detection.sfd.net_s3fd import s3fd
@@ -65,6 +67,15 @@ def main() -> None:
         print(f"  {name:28s} {s:9.3f} s per clip -> {s * args.clips / 3600:6.2f} h for {args.clips:,} clips")
     print(f"  {'total (models only)':28s} {sum(per_clip.values()) * args.clips / 3600:6.2f} h; decoding the videos "
           "and writing the arrays come on top")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"command": "python bench/cremad_features_cost.py " + " ".join(
+                           f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"),
+                       "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
+                       "torch": torch.__version__, "settings": {k: v for k, v in vars(args).items() if k != "out"},
+                       "ms_per_call": {k: round(1000 * v, 3) for k, v in t.items()},
+                       "seconds_per_clip": {k: round(v, 4) for k, v in per_clip.items()},
+                       "hours": {k: round(v * args.clips / 3600, 3) for k, v in per_clip.items()}}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -44,16 +44,21 @@ def test_conformer_and_digits_presets():
     conf = get_preset("cremad_conformer").run_config("mlb", seed=337)
     assert (conf.optim.lr, conf.optim.weight_decay, conf.data.batch_size) == (5e-5, 5e-6, 8)
     assert conf.balancer.options["alpha"] == 5.0 and conf.balancer.options["beta_max"] is None
-    assert conf.data.options == {"fold": 2} and conf.optim.betas == (0.9, 0.999)
+    assert conf.data.options == {"inputs": "features", "fold": 2}
+    assert conf.optim.betas == (0.9, 0.999)
     assert get_preset("cremad_conformer").run_config("joint").optim.betas == (0.95, 0.999)
+    assert conf.model.encoder == "sequence_conformer"                     # the paper's inputs: wav2vec 2.0 / faces
+    light = get_preset("cremad_conformer_spectrogram").run_config("mlb", seed=337)
+    assert light.model.encoder == "conformer" and light.data.options["inputs"] == "media"
+    assert (light.optim, light.balancer) == (conf.optim, conf.balancer)  # same hyperparameters, other inputs
     digits = get_preset("digits_av").run_config("mlb")
     assert digits.optim == OptimConfig()          # SGD 0.9, lr 0.01, wd 1e-4, cosine, 20 epochs
     assert digits.data.batch_size == 32 and digits.seed == 109
 
 
 def test_every_preset_loads_and_every_cell_builds_a_valid_config():
-    assert list(PRESETS) == ["cremad_resnet18", "cremad_conformer", "ave_resnet18", "ucf101_resnet18", "digits_av",
-                             "digits_av_optim"]
+    assert list(PRESETS) == ["cremad_resnet18", "cremad_conformer", "cremad_conformer_spectrogram", "ave_resnet18",
+                             "ucf101_resnet18", "digits_av", "digits_av_optim"]
     for preset in PRESETS.values():
         for method, fusion in preset.cells():
             for seed in preset.seeds:
