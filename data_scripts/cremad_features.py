@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import pickle
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -80,6 +82,23 @@ def fan_detector(device: torch.device, threshold: float = FACE_THRESHOLD) -> Fac
     return detect
 
 
+class _OldTimmUnpickler(pickle.Unpickler):
+    """Finds the classes of a model pickled by timm < 0.9 (HSEmotion's files) in today's timm, which renamed
+    ``timm.models.layers.*`` to ``timm.layers.*`` and ``timm.models.efficientnet_blocks`` / ``_builder``."""
+
+    def find_class(self, module: str, name: str):
+        if module.startswith("timm.models.layers."):
+            module = "timm.layers." + module[len("timm.models.layers."):]
+        elif module in ("timm.models.efficientnet_blocks", "timm.models.efficientnet_builder"):
+            module = module.replace("timm.models.", "timm.models._")
+        return super().find_class(module, name)
+
+
+OLD_TIMM_PICKLE = types.ModuleType("old_timm_pickle")   # torch.load(pickle_module=...) with the unpickler above
+OLD_TIMM_PICKLE.__dict__.update({k: v for k, v in vars(pickle).items() if not k.startswith("__")},
+                                Unpickler=_OldTimmUnpickler)
+
+
 def hsemotion_enet_b2(device: torch.device) -> FaceEmbedder:
     """HSEmotion's enet_b2_8_best (a timm tf_efficientnet_b2 trained on AffectNet) without its classifier: 1408-d."""
     import timm
@@ -87,7 +106,7 @@ def hsemotion_enet_b2(device: torch.device) -> FaceEmbedder:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(HSEMOTION_URL, str(path))
-    saved = torch.load(path, map_location="cpu", weights_only=False)  # a whole pickled timm model
+    saved = torch.load(path, map_location="cpu", weights_only=False, pickle_module=OLD_TIMM_PICKLE)  # a whole model
     state = saved.state_dict() if isinstance(saved, torch.nn.Module) else saved
     net = timm.create_model("tf_efficientnet_b2", pretrained=False, num_classes=0)
     net.load_state_dict({k: v for k, v in state.items() if not k.startswith("classifier")})
