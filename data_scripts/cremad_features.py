@@ -48,8 +48,8 @@ DESCRIPTION = f"""Features of the paper's Conformer setup (MLB §4.2, VAVL), wri
           (side 1.1 x 1.25 x their mean extent, VAVL's crop), resized to {FACE_SIZE} x {FACE_SIZE}, ImageNet-normalised,
           through HSEmotion's EfficientNet-B2 (enet_b2_8_best, AffectNet emotions, classifier removed): (faces,
           1408) per clip: features/video/<clip>.npy. Frames without a face are skipped (as in VAVL); a clip with no
-          face at all is named in features/no_face.csv and left out of training and evaluation, as MLB's loader
-          leaves out clips without a face-feature file.
+          face at all is named in features/no_face.csv and left out of the audio step, the statistics, training
+          and evaluation, as MLB's loader leaves out clips without a face-feature file.
   stats   per fold, the mean / std of every face dimension over the training clips' frames (MLB's
           get_face_normalizer): features/face_stats_fold<k>.npy; the reader standardises with them and cuts
           sequences to 150 face frames.
@@ -174,10 +174,14 @@ def wave_stats(moments: dict, train: list[str]) -> tuple[float, float]:
 
 
 def face_stats(video_dir: Path, train: list[str]) -> np.ndarray:
-    """(2, D) mean / std of every face dimension over all frames of the training clips (MLB's get_face_normalizer)."""
-    arrays = [np.load(video_dir / f"{c}.npy").astype(np.float64) for c in train]
-    frames = np.concatenate([a for a in arrays if len(a)])          # (frames, D)
-    return np.stack([frames.mean(0), np.maximum(frames.std(0), 1e-6)]).astype(np.float32)
+    """(2, D) mean / std of every face dimension over all frames of the training clips (MLB's get_face_normalizer:
+    from sums and sums of squares, one clip in memory at a time)."""
+    n, s, s2 = 0, 0.0, 0.0
+    for clip in train:
+        x = np.load(video_dir / f"{clip}.npy").astype(np.float64)     # (frames, D)
+        n, s, s2 = n + len(x), s + x.sum(0), s2 + (x * x).sum(0)
+    mean = s / n
+    return np.stack([mean, np.sqrt(np.maximum(s2 / n - mean * mean, 1e-12))]).astype(np.float32)
 
 
 def extract(cache: str | Path, raw: str | Path, *, models: Models | None = None, folds=("0", "1", "2"),
@@ -210,22 +214,20 @@ def extract(cache: str | Path, raw: str | Path, *, models: Models | None = None,
                      for i in range(0, len(crops), EMBED_BATCH)]                       # (b, D) each
             _save(video_dir / f"{clip}.npy", np.concatenate(parts) if parts else np.zeros((0, 0), np.float32))
             decoded[clip] = len(frames)
-        moments = _wave_moments(raw, clips, feats / "wave_moments.json", progress)
+        faces = {n: np.load(video_dir / f"{n}.npy", mmap_mode="r").shape[0] for n in clips}
+        no_face = sorted(n for n, k in faces.items() if k == 0)            # left out from here on, as in MLB
+        moments = _wave_moments(raw, [n for n in clips if n not in no_face], feats / "wave_moments.json", progress)
         for f in folds:
-            mean, std = wave_stats(moments, splits[f]["train"])
-            atomic_write_json(feats / f"wave_stats_fold{f}.json", {"mean": mean, "std": std,
-                                                                   "train_clips": len(splits[f]["train"])})
+            train = [n for n in splits[f]["train"] if n not in no_face]
+            mean, std = wave_stats(moments, train)
+            atomic_write_json(feats / f"wave_stats_fold{f}.json", {"mean": mean, "std": std, "train_clips": len(train)})
             folder = feats / "audio" / f"fold{f}"
             for clip in tqdm([n for part in ("train", "val", "test") for n in splits[f][part]
-                              if not (folder / f"{n}.npy").exists()],
+                              if n not in no_face and not (folder / f"{n}.npy").exists()],
                              desc=f"CREMA-D features: wav2vec 2.0, fold {f}", unit="clip", disable=not progress):
                 wave = (load_wave(raw / "AudioWAV" / f"{clip}.wav") - mean) / std
                 _save(folder / f"{clip}.npy", model("audio")(wave.to(device)).float().cpu().numpy())
-    faces = {n: np.load(video_dir / f"{n}.npy", mmap_mode="r").shape[0] for n in clips}
-    no_face = sorted(n for n, k in faces.items() if k == 0)
-    for f in folds:
-        np.save(feats / f"face_stats_fold{f}.npy", face_stats(video_dir, [n for n in splits[f]["train"]
-                                                                          if n not in no_face]))
+            np.save(feats / f"face_stats_fold{f}.npy", face_stats(video_dir, train))
     atomic_write_csv(feats / "no_face.csv", ["clip", "frames", "reason"],
                      [{"clip": n, "frames": decoded.get(n, ""), "reason": f"no face above {FACE_THRESHOLD} in any "
                        "frame: left out (MLB's loader skips clips without face features)"} for n in no_face])
