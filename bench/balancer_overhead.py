@@ -9,9 +9,13 @@ video 3 frames of 3x224x224) when ``resnet18`` is registered, else the small CNN
     python bench/balancer_overhead.py --batch-size 32 --rounds 15 --device cuda
     python bench/balancer_overhead.py --batch-size 32 --rounds 5 --methods ogm,ogm_ge,mlb   # a subset
 
-Targets: <= 1.03 for the gradient-scaling methods (OGM, OGM-GE, MSLR, MLB), <= 1.15 for the
-methods with extra passes (AGM, PMR). PMR's per-epoch prototype pass is not part of a step; it is
-reported separately as its cost amortised over one CREMA-D epoch (127 steps of batch 32).
+Targets: <= 1.03 for the gradient-scaling methods (OGM, OGM-GE, MSLR, MLB) and for the per-step part of
+ReconBoost, D&R and G-Blending, <= 1.15 for the methods with extra passes (AGM, PMR); MMPareto's extra
+backward pass (the multimodal loss's encoder gradients) has no target. Per-epoch work is not part of a
+step; it is reported separately as its cost over one CREMA-D epoch (127 steps of batch 32): PMR's
+prototype pass, G-Blending's loss estimate (eval passes over the training set and its held-out part, every
+``every`` epochs) and D&R's diagnosis (features of the training set and its held-out part, k-means per
+modality), which runs every ``reinit_every`` epochs only (3 times in all).
 """
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ import time
 import torch
 
 from mmbal.balancers import BALANCERS, EpochContext
+from mmbal.balancers.dnr import features_of, purity
+from mmbal.balancers.gblending import head_losses
 from mmbal.config import OptimConfig
 from mmbal.data.base import DatasetSplits
 from mmbal.data.tensor_dataset import TensorSplit
@@ -38,7 +44,7 @@ METHODS = {"baseline": ("none", {}), "mslr": ("mslr", {"init_scale": {"audio": 0
            "fixed": ("fixed", {"coefficients": {"audio": 0.8, "video": 1.5}}),
            "mlb_stopgrad": ("mlb", {"variant": "stopgrad"}), "mlb_fused": ("mlb", {"variant": "fused"})}
 TARGET = {"ogm": 1.03, "ogm_ge": 1.03, "mslr": 1.03, "mlb": 1.03, "mlb_stopgrad": 1.03, "mlb_fused": 1.03,
-          "fixed": 1.03, "agm": 1.15, "pmr": 1.15}
+          "fixed": 1.03, "agm": 1.15, "pmr": 1.15, "reconboost": 1.03, "dnr": 1.03, "gblending": 1.03}
 
 
 def method(label: str) -> tuple[str, dict, str]:
@@ -50,7 +56,8 @@ def method(label: str) -> tuple[str, dict, str]:
 def labels() -> list[str]:
     """Every method that can be timed: each balancer and MLB's two ablation variants."""
     return [*BALANCERS.names(), "mlb_stopgrad", "mlb_fused"]
-CREMAD_STEPS_PER_EPOCH = math.ceil(4043 / 32)
+CREMAD_TRAIN = 4043
+CREMAD_STEPS_PER_EPOCH = math.ceil(CREMAD_TRAIN / 32)
 
 
 def build_trainers(shapes, encoder, batch, device, num_classes, names=None):
@@ -108,6 +115,33 @@ def prototype_pass(trainer: Trainer, clock) -> float:
     return clock() - start
 
 
+def per_epoch_costs(trainers: dict, batch: dict, clock, base: float) -> None:
+    """G-Blending's and D&R's epoch-start work over one CREMA-D epoch, as a fraction of its steps' time."""
+    epoch = CREMAD_TRAIN * base / len(batch["label"])          # an epoch's steps at this batch's per-sample time
+    per_sample = {}
+    for label, fn in (("gblending", lambda t: head_losses(t.model, [batch], t.device)),
+                      ("dnr", lambda t: features_of(t.model, [batch], t.device))):
+        if label in trainers:
+            start = clock()
+            fn(trainers[label])
+            per_sample[label] = (clock() - start) / len(batch["label"])
+            trainers[label].model.train()
+    if "gblending" in per_sample:
+        gb = trainers["gblending"].balancer
+        cost = CREMAD_TRAIN * per_sample["gblending"]              # the training set, and the held-out part
+        print(f"gblending loss estimate: {cost:.2f} s per estimate (eval passes over a CREMA-D training set), "
+              f"{cost / epoch:.3f} of an epoch's step time; every {gb.every} epochs")
+    if "dnr" in per_sample:
+        dnr = trainers["dnr"].balancer
+        dim = trainers["dnr"].model.encoders["audio"].out_dim
+        start = clock()
+        purity(torch.randn(CREMAD_TRAIN, dim).numpy(), (torch.arange(CREMAD_TRAIN) % 6).numpy(), 6)
+        cost = (1 + dnr.holdout) * CREMAD_TRAIN * per_sample["dnr"] + 2 * (1 + dnr.holdout) * (clock() - start)
+        print(f"dnr diagnosis: {cost:.2f} s per re-init (features of a CREMA-D training set + held-out part, "
+              f"k-means per modality), {cost / epoch:.3f} of an epoch's step time; every {dnr.reinit_every} "
+              f"epochs, {dnr.reinit_times} times")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=4)
@@ -143,7 +177,8 @@ def main(argv=None) -> None:
 
     for trainer in trainers.values():           # epoch-start hooks (PMR's first prototypes)
         trainer.balancer.on_epoch_start(EpochContext(epoch=0, model=trainer.model, device=trainer.device,
-                                                     train_loader=trainer.loaders["train"], history=[]))
+                                                     train_loader=trainer.loaders["train"], history=[],
+                                                     holdout_loader=trainer.loaders.get("holdout")))
         trainer.model.train()
     timers = {label: HookTimer(t.balancer, clock) for label, t in trainers.items()}
     times: dict[str, list[float]] = {label: [] for label in trainers}
@@ -174,6 +209,7 @@ def main(argv=None) -> None:
     print("\nratio: median step / baseline median; min ratio: fastest step / fastest baseline step; hooks: time "
           "inside the balancer's loss and after_backward hooks per step (AGM's and MMCosine's extra work is in "
           "their forward hook and in backward, so it shows only in the step ratios)")
+    per_epoch_costs(trainers, batch, clock, base)
     if "pmr" not in trainers:
         return
     pmr_epoch_pass = statistics.median(proto)
