@@ -6,9 +6,11 @@ on first use (into the Hugging Face / torch hub caches), never into this reposit
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import pickle
+import shutil
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,6 +197,14 @@ def extract(cache: str | Path, raw: str | Path, *, models: Models | None = None,
     if missing:
         raise ValueError(f"folds {', '.join(missing)} are not in {c.root / 'splits.json'} ({', '.join(splits)})")
     clips = sorted({n for f in folds for part in ("train", "val", "test") for n in splits[f][part]})
+    split_sha = hashlib.sha256((c.root / "splits.json").read_bytes()).hexdigest()
+    old = json.loads((feats / "meta.json").read_text()) if (feats / "meta.json").exists() else None
+    if old is not None and old.get("splits_sha256") != split_sha:      # folds changed: per-fold parts are stale
+        print(f"{c.root / 'splits.json'} changed since the features were extracted: the per-fold audio features "
+              "and statistics are recomputed (the face features are kept)")
+        shutil.rmtree(feats / "audio", ignore_errors=True)
+        for stale in [feats / "meta.json", *feats.glob("face_stats_fold*.npy"), *feats.glob("wave_stats_fold*.json")]:
+            stale.unlink()
     made: dict[str, Callable] = {}
 
     def model(kind: str):
@@ -234,7 +244,7 @@ def extract(cache: str | Path, raw: str | Path, *, models: Models | None = None,
     done = sorted(p.name[4:] for p in (feats / "audio").glob("fold*")
                   if (feats / f"face_stats_fold{p.name[4:]}.npy").exists())
     lengths = [np.load(p, mmap_mode="r").shape[0] for f in done for p in (feats / "audio" / f"fold{f}").glob("*.npy")]
-    meta = {"version": VERSION, "folds": done, "no_face": no_face, "clips": len(clips),
+    meta = {"version": VERSION, "folds": done, "no_face": no_face, "clips": len(clips), "splits_sha256": split_sha,
             "max_frames": {"audio": max(lengths), "video": max(faces.values())},
             "models": {"audio": f"{WAV2VEC2} (first {WAV2VEC2_LAYERS} layers, frozen)",
                        "faces": "face-alignment S3FD + FAN landmarks; HSEmotion enet_b2_8_best"},

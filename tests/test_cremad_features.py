@@ -152,6 +152,17 @@ def test_a_rerun_only_completes_what_is_missing(extracted):
     assert json.loads((feats / "meta.json").read_text()) == meta
 
 
+def test_features_of_other_splits_are_refused_then_recomputed(extracted):
+    cache, meta, _ = extracted
+    feats, again = cache / "features", Counting()
+    (feats / "meta.json").write_text(json.dumps(meta | {"splits_sha256": "folds of an earlier prepare"}))
+    with pytest.raises(CacheError, match="--fold-ids 0"):
+        DATASETS.create("cremad", seed=0, root=str(cache), fold="0", inputs="features")
+    assert cf.extract(cache, cache.parent / "raw", models=again.models(), folds=FOLDS, device="cpu",
+                      progress=False) == meta
+    assert again.calls["audio"] == len(FOLDS) * 35 and again.calls["detector"] == 0   # faces do not depend on folds
+
+
 def test_face_crop_is_vavls_square_around_the_box():
     frame = np.zeros((100, 120, 3), np.uint8)
     frame[40:60, 50:70] = 200                                                    # a 20 x 20 'face'

@@ -230,12 +230,12 @@ def feature_splits(root: str | Path | None, *, fold: str, max_frames: int = 150)
     left out (MLB's loader drops clips without a face-feature file) and named in features/no_face.csv."""
     cache = open_cache(root, dataset="cremad")
     feats, how = cache.root / "features", f"python -m data_scripts.cremad features --cache {cache.root}"
-    meta = json.loads((feats / "meta.json").read_text()) if (feats / "meta.json").is_file() else None
-    if meta is None or fold not in meta["folds"]:
-        raise CacheError(f"{feats} holds no finished features for fold {fold}; run: {how} --fold-ids {fold}")
+    meta = json.loads((feats / "meta.json").read_text()) if (feats / "meta.json").is_file() else {"folds": []}
+    splits = hashlib.sha256((cache.root / "splits.json").read_bytes()).hexdigest()  # statistics belong to the folds
+    if fold not in meta["folds"] or meta["splits_sha256"] != splits:
+        raise CacheError(f"{feats} has no features for fold {fold} of these splits; run: {how} --fold-ids {fold}")
     if meta["no_face"]:
-        warnings.warn(f"{len(meta['no_face'])} clips without a detected face are left out "
-                      f"(listed in {feats / 'no_face.csv'})")
+        warnings.warn(f"{len(meta['no_face'])} clips without a detected face are left out ({feats}/no_face.csv)")
     lengths = {"audio": meta["max_frames"]["audio"], "video": min(max_frames, meta["max_frames"]["video"])}
     label, stats = {r["clip"]: r["label"] for r in cache.index}, np.load(feats / f"face_stats_fold{fold}.npy")
     clips = {p: [c for c in names if c not in meta["no_face"]] for p, names in cache.splits["folds"][fold].items()
