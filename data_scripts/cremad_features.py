@@ -28,7 +28,7 @@ from mmbal.data.cached import IMAGENET_MEAN, IMAGENET_STD, open_cache
 
 SAMPLE_RATE = 16000                                   # wav2vec 2.0's rate (MLB resamples to 16 kHz)
 WAV2VEC2, WAV2VEC2_LAYERS = "facebook/wav2vec2-large-robust", 12   # MLB's Audio_Wav2Vec keeps layers[:12]
-HSEMOTION_URL = ("https://github.com/HSE-asavchenko/face-emotion-recognition/raw/main/"
+HSEMOTION_URL = ("https://github.com/av-savchenko/face-emotion-recognition/raw/main/"
                  "models/affectnet_emotions/enet_b2_8_best.pt")
 FACE_THRESHOLD, FACE_SCALE, FACE_SIZE = 0.96, 1.25, 224   # VAVL's face_extractor.py / FaceDataModuleBase
 EMBED_BATCH = 64
