@@ -53,11 +53,25 @@ def plot_head_accuracy(runs: dict[str, dict], split: str = "val", heads=None, ax
     return fig
 
 
+def shade_outside_window(ax, history: list[dict], trace: dict[str, list] | None = None) -> None:
+    """Grey bands over the epochs a windowed balancer did not modulate (``window`` 0 in their epoch record):
+    x = optimisation step when ``trace`` (with its ``step`` and ``epoch`` columns) is given, else x = epoch."""
+    off = [h["epoch"] for h in history if h.get("balancer", {}).get("window") == 0.0]
+    for i, epoch in enumerate(off):                          # epoch e is drawn at x = e + 1 on an epoch axis
+        steps = [s for s, e in zip(trace["step"], trace["epoch"]) if e == epoch] if trace else [epoch + 0.5]
+        if steps:
+            ax.axvspan(min(steps), max(steps) + 1, color="gray", alpha=0.15, lw=0,
+                       label="outside window" if i == 0 else None)
+
+
 def plot_trace(trace: dict[str, list], prefix: str = "coeff/", *, smooth: int = 1, ax=None,
-               reference: float | None = 1.0, title: str | None = None):
-    """Per-step trace curves whose names start with ``prefix`` (e.g. ``coeff/audio``)."""
+               reference: float | None = 1.0, title: str | None = None, history: list[dict] | None = None):
+    """Per-step trace curves whose names start with ``prefix`` (e.g. ``coeff/audio``); with the run's
+    ``history``, the epochs outside a balancer's modulation window are shaded."""
     fig, ax = plt.subplots(figsize=(6, 3.2)) if ax is None else (ax.figure, ax)
     steps = trace.get("step", range(len(next(iter(trace.values())))))
+    if "epoch" in trace:
+        shade_outside_window(ax, history or [], trace)
     for key in sorted(k for k in trace if k.startswith(prefix)):
         name = key[len(prefix):]
         ax.plot(steps, _smooth(trace[key], smooth), label=name, color=HEAD_COLORS.get(name))
@@ -114,6 +128,8 @@ def plot_balancer_trace(run: dict, *, families=None, smooth: int = 1, title: str
         else:
             x = [h["epoch"] + 1 for h in history]
             series = {k: [h["balancer"].get(k, np.nan) for h in history] for k in keys}
+        if axis == "epoch" or "epoch" in trace:
+            shade_outside_window(ax, history, trace if axis == "step" else None)
         for key, values in sorted(series.items()):
             name = key.split("/", 1)[1]
             ax.plot(x, values, label=name, color=HEAD_COLORS.get(name),

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from mmbal import __version__
+from mmbal.balancers import BALANCERS
 from mmbal.config import RunConfig
 from mmbal.data import DATASETS
 from mmbal.regimes import REGIMES
@@ -77,6 +78,9 @@ def flat_config(cfg: RunConfig | dict[str, Any]) -> dict[str, Any]:
     """The settings that decide a run's result, flat; a stored config goes through ``RunConfig`` first,
     so fields added later take their defaults (a record written before them still matches)."""
     raw = (cfg if isinstance(cfg, RunConfig) else RunConfig.from_dict(cfg)).to_dict()
+    balancer = raw["balancer"]                     # balancer options added later take their defaults too
+    balancer["options"] = {**(BALANCERS.defaults(balancer["name"]) if balancer["name"] in BALANCERS else {}),
+                           **balancer["options"]}
     return {k: v for k, v in _flat(json.loads(json.dumps(raw))).items() if k not in NOT_HASHED}
 
 

@@ -214,7 +214,7 @@ class Trainer:
         for epoch in tqdm(range(self.optim_cfg.epochs), desc="training", disable=not self.progress):
             ctx = EpochContext(epoch=epoch, model=self.model, train_loader=self.loaders["train"],
                                device=self.device, history=history)
-            balancer_epoch = {k: float(v) for k, v in self.balancer.on_epoch_start(ctx).items()}
+            balancer_epoch = {k: float(v) for k, v in self.balancer.begin_epoch(ctx).items()}
             try:
                 train_stats, step = self._train_epoch(epoch, step, trace)
             except Diverged as err:

@@ -77,7 +77,8 @@ def test_acts_on_is_one_option_of_every_balancer_with_its_default():
     for name in BALANCERS.names():
         assert "acts_on" in BALANCERS.defaults(name), name
     assert BALANCERS.defaults("mslr")["acts_on"] == "update" and BALANCERS.defaults("mlb")["acts_on"] == "gradient"
-    assert BALANCERS.defaults("mlb") == {"alpha": 0.5, "beta_max": None, "variant": "heads", "acts_on": "gradient"}
+    assert BALANCERS.defaults("mlb") == {"alpha": 0.5, "beta_max": None, "variant": "heads", "scope": "mmbal",
+                                         "acts_on": "gradient", "start_epoch": 0, "end_epoch": None}
     assert BALANCERS.create("ogm_ge", alpha=0.3, acts_on="update").acts_on == "update"
 
 

@@ -1,28 +1,44 @@
 """AGM (Li et al., ICCV 2023): k_m = exp(alpha min(r*_m - r_m, 10)) scales the gradient into phi_m,
-modality m's Shapley output (sum_m phi_m = fused logits). Coalitions zero the absent modalities'
-*features* and re-run only the fusion (AGM zeroes the raw inputs and re-runs the encoders)."""
+modality m's Shapley output (sum_m phi_m = fused logits). ``coalition`` "features" zeroes the absent modalities'
+features and re-runs only the fusion; "inputs" zeroes their raw inputs and re-runs the encoders in eval mode (the
+AGM and MLB codes). ``clip_on_fusion_grad``: clip the gradient norm to 1 when a fusion gradient leaves [-1, 1]."""
 import math
 from itertools import combinations
 
 import torch
 
 from mmbal.balancers.base import BALANCERS, Balancer, mean_of_others, require, trace_of
+from mmbal.distributed import global_mean
 
 MAX_ALPHA = 8.0   # k_m <= exp(10 alpha) must stay finite in float32
+COALITIONS = ("features", "inputs")
 
 
-def coalition_logits(fusion, features: dict, tokens: dict | None, *, full: torch.Tensor | None = None) -> dict:
-    """Fused logits with the features (and tokens) of absent modalities set to zero, one batched eval-mode call."""
+def zero_input_encodings(model, inputs: dict) -> tuple[dict, dict]:
+    """(features (1, D), tokens (1, L, D)) of every encoder on an all-zero input, in eval mode (gradients flow)."""
+    was_training = model.training
+    model.eval()
+    tokens, features = model.encode({m: torch.zeros_like(inputs[m][:1]) for m in model.modalities})
+    model.train(was_training)
+    return features, tokens
+
+
+def coalition_logits(fusion, features: dict, tokens: dict | None, *, full: torch.Tensor | None = None,
+                     absent: tuple[dict, dict] | None = None) -> dict:
+    """Fused logits with the features (and tokens) of absent modalities set to zero, or to ``absent`` (features,
+    tokens of one sample, broadcast over the batch), in one batched eval-mode call."""
     names = tuple(fusion.modalities)
     sizes = range(len(names) + (full is None))          # every subset, smallest first (the full one if not given)
     wanted = [frozenset(c) for size in sizes for c in combinations(names, size)]
 
-    def stacked(source):                    # (B, ...) per modality -> (K*B, ...) with zeros
-        return {m: torch.cat([x if m in c else torch.zeros_like(x) for c in wanted]) for m, x in source.items()}
+    def stacked(source, fill):              # (B, ...) per modality -> (K*B, ...), absent ones zero or ``fill``
+        return {m: torch.cat([x if m in c else fill[m].expand_as(x) if fill else torch.zeros_like(x) for c in wanted])
+                for m, x in source.items()}
 
     was_training = fusion.training
     fusion.eval()                           # AGM runs its coalition passes in eval mode
-    out = fusion(stacked(features), None if tokens is None else stacked(tokens))      # (K*B, C)
+    fills = absent or (None, None)
+    out = fusion(stacked(features, fills[0]), None if tokens is None else stacked(tokens, fills[1]))   # (K*B, C)
     fusion.train(was_training)
     values = dict(zip(wanted, out.split(next(iter(features.values())).shape[0])))    # K x (B, C)
     return values if full is None else values | {frozenset(names): full}
@@ -44,7 +60,7 @@ def shapley_outputs(values: dict[frozenset, torch.Tensor], names) -> dict[str, t
 def agm_scores(phi: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
     """s_m = batch mean of -log softmax(phi_m)[y], the probability clamped at 1e-8 (detached)."""
     probs = {m: torch.softmax(v.detach().float(), dim=1).gather(1, labels[:, None]) for m, v in phi.items()}  # (B, 1)
-    return {m: -torch.log(p.clamp_min(1e-8)).mean() for m, p in probs.items()}
+    return {m: global_mean(-torch.log(p.clamp_min(1e-8)).mean(), len(p)) for m, p in probs.items()}
 
 
 def agm_ratios(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -62,12 +78,16 @@ def agm_coefficients(ratios: dict, targets: dict, alpha: float) -> dict[str, tor
 class AGM(Balancer):
     """AGM: k_m = exp(alpha (r*_m - r_m)) on the gradients of Shapley modality outputs."""
     acts_on_choices = ("gradient",)   # a Shapley output has no optimizer group of its own
+    stateful = ("running", "steps")
 
-    def __init__(self, *, alpha: float = 1.5, **base):
+    def __init__(self, *, alpha: float = 1.5, coalition: str = "features", clip_on_fusion_grad: bool = False, **base):
         super().__init__(**base)
         require(isinstance(alpha, (int, float)) and 0 <= alpha <= MAX_ALPHA, f"agm: alpha must be in [0, {MAX_ALPHA}] "
                 f"(k can reach exp(10 alpha), which overflows float32 beyond that), got {alpha!r}")
-        self.alpha, self.steps = alpha, 0
+        require(coalition in COALITIONS, f"agm: coalition must be one of {COALITIONS}, got {coalition!r}")
+        require(isinstance(clip_on_fusion_grad, bool), f"agm: clip_on_fusion_grad must be True or False, got "
+                f"{clip_on_fusion_grad!r}")
+        self.alpha, self.steps, self.coalition, self.clip_on_fusion_grad = alpha, 0, coalition, clip_on_fusion_grad
         self.running: torch.Tensor | None = None   # running means of s_m, in model.modalities order
 
     def forward(self, model, inputs):
@@ -75,15 +95,16 @@ class AGM(Balancer):
         if not model.training:
             return outputs                         # evaluation: the plain fused prediction
         names = model.modalities
+        absent = zero_input_encodings(model, inputs) if self.coalition == "inputs" else None
         phi = shapley_outputs(coalition_logits(model.fusion, outputs["features"], outputs.get("tokens"),
-                                               full=outputs["logits"]["mm"]), names)             # (B, C) each
+                                               full=outputs["logits"]["mm"], absent=absent), names)  # (B, C) each
         scores = agm_scores(phi, inputs["label"])
         current = torch.stack([scores[m] for m in names])                        # (M,)
         if self.running is None:
             self.running = torch.zeros_like(current)
         ratios = agm_ratios(scores)
         targets = agm_ratios(dict(zip(names, self.running)))
-        coeffs = agm_coefficients(ratios, targets, self.alpha)
+        coeffs = self.windowed(agm_coefficients(ratios, targets, self.alpha))    # 1 outside the window
         self.steps += 1                            # running mean over every step so far
         self.running = self.running + (current - self.running) / self.steps
         for m in names:                            # backward: dL/dphi_m -> k_m dL/dphi_m
@@ -91,3 +112,14 @@ class AGM(Balancer):
         outputs["logits"]["mm"] = sum(phi[m] for m in names)                    # (B, C)
         self._trace = trace_of(names, score=scores, ratio=ratios, target=targets, coeff=coeffs)
         return outputs
+
+    def after_backward(self, model, outputs, labels):
+        """The AGM code's clip: total gradient norm to 1 when a fusion gradient (not the late sum's bias) exceeds 1."""
+        if self.clip_on_fusion_grad:
+            peaks = [p.grad.abs().max() for name, p in model.fusion.named_parameters()
+                     if name != "bias" and p.grad is not None]
+            clip = bool(peaks) and bool(torch.stack(peaks).max() > 1.0)                 # any |g| > 1
+            if clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            self._trace["clip/fusion"] = torch.tensor(float(clip))
+        return self._trace

@@ -1,4 +1,5 @@
-"""The balancer hooks: per epoch ``on_epoch_start``; per step ``forward`` -> objective -> ``loss`` ->
+"""The balancer hooks: per epoch ``on_epoch_start`` (called by ``begin_epoch``, which keeps the modulation window
+[start_epoch, end_epoch)); per step ``forward`` -> objective -> ``loss`` ->
 backward -> ``after_backward``. ``apply_coefficients`` scales modality m's step by k_m on the gradient
 (the paper's choice) or on the update (its groups' learning rates, so the pace also changes under Adam)."""
 import math
@@ -27,16 +28,20 @@ class EpochContext:
 
 class Balancer:
     """No balancing; the base class of all balancers (its hooks change nothing). Subclasses take
-    their own options and pass ``**base`` (``acts_on``) on to it."""
+    their own options and pass ``**base`` (``acts_on``, ``start_epoch``, ``end_epoch``) on to it."""
     scaled_roles: tuple[str, ...] = ROLES  # which of a modality's parameter groups k scales
     objective = "joint"                    # the objective the method is defined with in its paper
     acts_on_choices = ACTS_ON
     stateful: tuple[str, ...] = ()         # attributes a checkpoint saves (running means, prototypes, histories)
 
-    def __init__(self, *, acts_on: str = "gradient"):
-        require(acts_on in self.acts_on_choices,
-                f"{type(self).__name__}: acts_on must be one of {self.acts_on_choices}, got {acts_on!r}")
-        self.acts_on = acts_on
+    def __init__(self, *, acts_on: str = "gradient", start_epoch: int = 0, end_epoch: int | None = None):
+        name = type(self).__name__
+        require(acts_on in self.acts_on_choices, f"{name}: acts_on must be one of {self.acts_on_choices}, "
+                f"got {acts_on!r}")
+        require(type(start_epoch) is int and start_epoch >= 0 and (end_epoch is None or (type(end_epoch) is int and
+                end_epoch > start_epoch)), f"{name}: the modulation window needs integers 0 <= start_epoch < end_epoch "
+                f"(end_epoch None: to the last epoch), got start_epoch={start_epoch!r}, end_epoch={end_epoch!r}")
+        self.acts_on, self.start_epoch, self.end_epoch, self.epoch = acts_on, start_epoch, end_epoch, 0
         self._trace: dict[str, torch.Tensor] = {}   # what a forward or loss hook left for after_backward
 
     def setup(self, model, optimizer) -> None:
@@ -54,6 +59,22 @@ class Balancer:
         for name, value in state.items():
             setattr(self, name, value)
 
+    def begin_epoch(self, ctx: EpochContext) -> dict[str, float]:
+        """What the trainer calls when an epoch starts (not overridden): note the epoch, run ``on_epoch_start``;
+        a windowed balancer's epoch record says whether it modulates (``window`` 1) or not (0)."""
+        self.epoch = ctx.epoch
+        has_window = self.start_epoch > 0 or self.end_epoch is not None
+        return self.on_epoch_start(ctx) | ({"window": float(self.active)} if has_window else {})
+
+    @property
+    def active(self) -> bool:
+        """Whether the current epoch lies in the modulation window [start_epoch, end_epoch)."""
+        return self.start_epoch <= self.epoch and (self.end_epoch is None or self.epoch < self.end_epoch)
+
+    def windowed(self, coefficients: dict) -> dict:
+        """k_m inside the modulation window, exactly 1 outside it (the authors' codes modulate only inside)."""
+        return coefficients if self.active else {m: torch.ones(()) for m in coefficients}
+
     def on_epoch_start(self, ctx: EpochContext) -> dict[str, float]:
         return {}
 
@@ -66,16 +87,17 @@ class Balancer:
     def after_backward(self, model, outputs: dict, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         return self._trace
 
-    def apply_coefficients(self, coefficients: dict[str, torch.Tensor | float]) -> None:
-        """Scale modality m's step by k_m: its gradients, or its groups' learning rates."""
+    def apply_coefficients(self, coefficients: dict[str, torch.Tensor | float]) -> dict:
+        """Scale modality m's step by k_m (1 outside the window): its gradients, or its groups' learning rates.
+        Returns the coefficients applied (for the trace)."""
+        coefficients = self.windowed(coefficients)
         for m, k in coefficients.items():
-            if self.acts_on == "gradient":
-                grads = [p.grad for p in self._grads_of[m] if p.grad is not None]
-                if grads:
-                    torch._foreach_mul_(grads, k)
-            else:
+            if self.acts_on == "update":
                 for group in self._groups_of[m]:
                     group["lr_scale"] = float(k)
+            elif self.active and (grads := [p.grad for p in self._grads_of[m] if p.grad is not None]):
+                torch._foreach_mul_(grads, k)
+        return coefficients
 
 
 @BALANCERS.register("none")

@@ -5,8 +5,10 @@ import torch
 
 from mmbal.balancers.base import (BALANCERS, Balancer, check_known_modalities, finite, require,
                                   stacked_scores, trace_of, true_class_probability)
+from mmbal.models.fusion import FiLMFusion, TransformerFusion
 
 VARIANTS = ("heads", "stopgrad", "fused")
+SCOPES = ("mmbal", "reference")   # reference: the MLB code's name matching (misses FiLM's, transformer's parts)
 
 
 def mlb_ratios(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -36,16 +38,19 @@ def mlb_coefficients(scores: dict[str, torch.Tensor], alpha: float, beta_max: fl
 class MLB(Balancer):
     """MLB: k = 1 + tanh(alpha (r - 1)) from the unimodal heads (beta_max caps acceleration).
     ``variant`` "heads" is the method (multi-loss objective); "stopgrad" (``--cls linear_stopgrad``: the joint
-    objective's probe heads) and "fused" (``--cls linear_ogm``: the fused head's split) are defined with joint."""
+    objective's probe heads) and "fused" (``--cls linear_ogm``: the fused head's split) are defined with joint.
+    ``scope`` "reference" leaves FiLM's generator and the transformer's token projections unscaled, as the MLB code."""
     objective = "multi_loss"
 
-    def __init__(self, *, alpha: float = 0.5, beta_max: float | None = None, variant: str = "heads", **base):
+    def __init__(self, *, alpha: float = 0.5, beta_max: float | None = None, variant: str = "heads",
+                 scope: str = "mmbal", **base):
         super().__init__(**base)
         require(finite(alpha) and alpha >= 0, f"mlb: alpha must be a finite number >= 0, got {alpha!r}")
         require(beta_max is None or (finite(beta_max) and beta_max > 0),
                 f"mlb: beta_max must be a finite number > 0 (or None for the uncapped form), got {beta_max!r}")
         require(variant in VARIANTS, f"mlb: unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
-        self.alpha, self.beta_max, self.variant = alpha, beta_max, variant
+        require(scope in SCOPES, f"mlb: unknown scope {scope!r}; valid: {', '.join(SCOPES)}")
+        self.alpha, self.beta_max, self.variant, self.scope = alpha, beta_max, variant, scope
         self.objective = "multi_loss" if variant == "heads" else "joint"
         if variant == "fused":   # scores from the fused head: the unimodal heads are only probes
             self.scaled_roles = ("encoder", "fusion")
@@ -53,6 +58,8 @@ class MLB(Balancer):
     def setup(self, model, optimizer) -> None:
         require(self.variant != "stopgrad" or model.detach_heads, "mlb: variant 'stopgrad' reads the probe heads "
                 "of the joint objective (detached features); train it with objective 'joint'")
+        if self.scope == "reference" and isinstance(model.fusion, (FiLMFusion, TransformerFusion)):
+            self.scaled_roles = tuple(r for r in self.scaled_roles if r != "fusion")
         super().setup(model, optimizer)
 
     def scores(self, model, outputs: dict, labels: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -65,8 +72,7 @@ class MLB(Balancer):
     def after_backward(self, model, outputs, labels):
         scores = self.scores(model, outputs, labels)
         ratios = mlb_ratios(scores)
-        coeffs = coefficients_from_ratios(ratios, self.alpha, self.beta_max)
-        self.apply_coefficients(coeffs)
+        coeffs = self.apply_coefficients(coefficients_from_ratios(ratios, self.alpha, self.beta_max))
         return trace_of(model.modalities, score=scores, ratio=ratios, coeff=coeffs)
 
 
@@ -92,4 +98,4 @@ class FixedCoefficients(Balancer):
     def after_backward(self, model, outputs, labels):
         self.apply_coefficients(self._k)
         scores = {m: true_class_probability(outputs["logits"][m], labels) for m in model.modalities}
-        return trace_of(model.modalities, score=scores, coeff=self._k_trace)
+        return trace_of(model.modalities, score=scores, coeff=self.windowed(self._k_trace))

@@ -19,6 +19,8 @@ class MMCosine(Balancer):
 
     def __init__(self, *, scaling: float = 10.0, **base):
         super().__init__(**base)
+        require(self.start_epoch == 0 and self.end_epoch is None, "mmcosine: no modulation window (start_epoch, "
+                "end_epoch): it changes the fused head itself, in training and in evaluation")
         require(finite(scaling) and scaling > 0, f"mmcosine: scaling must be a finite number > 0, got {scaling!r}")
         self.scaling = float(scaling)
 

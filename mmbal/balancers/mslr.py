@@ -22,12 +22,14 @@ def mslr_rates(val_accuracies: dict[str, list[float]], *, keep_memory: int,
 
 @BALANCERS.register("mslr")
 class MSLR(Balancer):
-    """MSLR: per-modality learning rates init_m * (val acc / its recent mean), set per epoch.
-    Acts on the update (encoder and fusion part) by default, as a learning rate does."""
-    scaled_roles = ("encoder", "fusion")   # the unimodal probe heads keep the global rate
+    """MSLR: per-modality rates init_m * (val acc / its recent mean), set per epoch. ``acts_on`` "gradient" multiplies
+    the encoder gradients by the rate each step (the MLB code, the reference numbers); "update" scales the learning
+    rate of encoder and fusion part, as a learning rate does (Adam cannot divide it out)."""
 
-    def __init__(self, *, init_scale: dict[str, float] | None = None, keep_memory: int = 5, acts_on: str = "update"):
-        super().__init__(acts_on=acts_on)
+    def __init__(self, *, init_scale: dict[str, float] | None = None, keep_memory: int = 5, acts_on: str = "update",
+                 **base):
+        super().__init__(acts_on=acts_on, **base)
+        self.scaled_roles = ("encoder",) if acts_on == "gradient" else ("encoder", "fusion")   # probe heads: never
         require(isinstance(keep_memory, int) and keep_memory >= 1,
                 f"mslr: keep_memory must be an integer >= 1, got {keep_memory!r}")
         init_scale = dict(init_scale or {})
@@ -41,8 +43,8 @@ class MSLR(Balancer):
         self._set({m: self.init_scale.get(m, 1.0) for m in model.modalities})
 
     def _set(self, rates: dict[str, float]) -> None:
-        self._k = dict(rates)
-        self._k_trace = {m: torch.tensor(float(k)) for m, k in rates.items()}
+        self._k = {m: float(k) for m, k in self.windowed(rates).items()}    # 1 outside the window
+        self._k_trace = {m: torch.tensor(k) for m, k in self._k.items()}
         if self.acts_on == "update":
             self.apply_coefficients(self._k)   # persistent per-group lr_scale
 
@@ -50,7 +52,7 @@ class MSLR(Balancer):
         accuracies = {m: [h["val"][m]["accuracy"] for h in ctx.history] for m in self.modalities}
         ratios, rates = mslr_rates(accuracies, keep_memory=self.keep_memory, init_scale=self.init_scale)
         self._set(rates)
-        return {f"ratio/{m}": ratios[m] for m in self.modalities} | {f"lr_scale/{m}": rates[m] for m in self.modalities}
+        return {f"ratio/{m}": ratios[m] for m in self.modalities} | {f"lr_scale/{m}": k for m, k in self._k.items()}
 
     def after_backward(self, model, outputs, labels):
         if self.acts_on == "gradient":

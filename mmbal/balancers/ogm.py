@@ -1,9 +1,11 @@
 """OGM and OGM-GE (Peng et al., CVPR 2022), deceleration only: s_m = sum_batch softmax[y] of modality m's
 share of the fused head, rho_m = s_m / mean of the others', k_m = 1 - tanh(alpha rho_m) if rho_m > 1 else 1
-(Eq. 10 as in the official code). OGM-GE adds noise N(0, std(grad)) to the encoders' weight gradients."""
+(Eq. 10 as in the official code). OGM-GE adds noise N(0, std(grad)) to the encoders' weight gradients. Both act
+only in the window [start_epoch, end_epoch) (the OGM-GE code: epochs 0 to 50 inclusive; the MLB code: always)."""
 import torch
 
 from mmbal.balancers.base import (BALANCERS, Balancer, finite, mean_of_others, require, stacked_scores, trace_of)
+from mmbal.distributed import global_sum
 
 
 def ogm_coefficients(scores: dict[str, torch.Tensor], alpha: float) -> tuple[dict, dict]:
@@ -28,12 +30,13 @@ class OGM(Balancer):
     def after_backward(self, model, outputs, labels):
         with torch.no_grad():
             split = model.fusion.unimodal_logits(outputs["features"], outputs.get("tokens"))
-            scores = {m: torch.softmax(split[m].float(), 1).gather(1, labels[:, None]).sum() for m in model.modalities}
+            scores = {m: global_sum(torch.softmax(split[m].float(), 1).gather(1, labels[:, None]).sum())
+                      for m in model.modalities}
         rho, coeffs = ogm_coefficients(scores, self.alpha)
-        # OGM-GE: g <- k g + N(0, std(g)) on weight tensors (noise scale from the unscaled g)
-        stds = {m: [p.grad.std() if p.grad.dim() > 1 and p.grad.numel() > 1 else None
-                    for p in self._grads_of[m] if p.grad is not None] for m in coeffs} if self.noise else {}
-        self.apply_coefficients(coeffs)
+        # OGM-GE: g <- k g + N(0, std(g)) on weight tensors (noise scale from the unscaled g), inside the window only
+        stds = {m: [p.grad.std() if p.grad.dim() > 1 and p.grad.numel() > 1 else None for p in self._grads_of[m]
+                    if p.grad is not None] for m in coeffs} if self.noise and self.active else {}
+        coeffs = self.apply_coefficients(coeffs)
         for m, noise_stds in stds.items():
             for g, std in zip([p.grad for p in self._grads_of[m] if p.grad is not None], noise_stds):
                 if std is not None:
