@@ -73,7 +73,8 @@ class Balancer:
 
     def windowed(self, coefficients: dict) -> dict:
         """k_m inside the modulation window, exactly 1 outside it (the authors' codes modulate only inside)."""
-        return coefficients if self.active else {m: torch.ones(()) for m in coefficients}
+        return coefficients if self.active else {m: torch.ones_like(torch.as_tensor(k, dtype=torch.float32))
+                                                  for m, k in coefficients.items()}          # on k's device
 
     def on_epoch_start(self, ctx: EpochContext) -> dict[str, float]:
         return {}

@@ -89,7 +89,7 @@ class PMR(Balancer):
         logits = {m: prototype_logits(self.features(outputs["features"][m]), self.prototypes[m]) for m in names}
         scores = {m: global_sum(torch.softmax(logits[m].detach(), 1).gather(1, labels[:, None]).sum()) for m in names}
         rho, beta = pmr_weights(scores, self.alpha)
-        beta = beta if self.active else {m: torch.zeros(()) for m in names}
+        beta = beta if self.active else {m: torch.zeros_like(b) for m, b in beta.items()}
         total = losses["total"]
         self._trace = {}
         for m in names:
