@@ -67,15 +67,17 @@ Steps (each resumable; a second run does only what is missing):
             topped up to 3 with seeded extra frames as MLB does), stored as uint8; audio
             resampled to 22,050 Hz, tiled to 3 s, log|STFT| (n_fft 512, hop 353, Hann,
             centred) = 257 x 188, stored as float16. The four clips the CREMA-D README calls
-            faulty are left out. Speaker-independent folds (63/14/14 actors) come from
-            data_scripts/splits/cremad_folds.json (--folds committed), from the same rule on
-            the actors you have (--folds from-data), or from MLB's own fold file
-            (--folds mlb, after fetch-mlb-folds).
+            faulty are left out. Speaker-independent folds (63/14/14 actors) come from the MLB
+            code's fold file (--folds mlb, the default and the paper presets' folds: 5,820
+            clips; the file is fetched at prepare time, or given with --mlb-folds-file), or are
+            regenerated - a deviation from the paper - from data_scripts/splits/cremad_folds.json
+            (--folds committed, all 91 actors) or the same rule on the actors you have
+            (--folds from-data).
   report    sizes, folds, clips left out and why.
   all       verify + prepare + report (add --download to fetch first).
   splits    regenerate data_scripts/splits/cremad_folds.json (--write) or check it.
-  fetch-mlb-folds  download MLB's data_splits_VALV (5,820-clip subset) for --folds mlb,
-            checked against the sha256 of the file at the pinned commit.
+  fetch-mlb-folds  download MLB's data_splits_VALV (5,820-clip subset) for --folds mlb ahead
+            of prepare, checked against the sha256 of the file at the pinned commit.
   features  after prepare: wav2vec 2.0 audio features and face-crop emotion embeddings for the
             paper's Conformer encoders (features --help explains the step).
 
@@ -250,21 +252,35 @@ def add_download_options(p) -> None:
 
 
 def add_prepare_options(p) -> None:
-    p.add_argument("--folds", choices=["committed", "from-data", "mlb"], default="committed",
-                   help="committed: data_scripts/splits/cremad_folds.json; from-data: same rule on the actors "
-                        "present; mlb: MLB's data_splits_VALV (run fetch-mlb-folds first)")
+    p.add_argument("--folds", choices=["mlb", "committed", "from-data"], default="mlb",
+                   help="mlb (default): the MLB code's data_splits_VALV, the paper presets' folds (fetched at "
+                        "prepare time unless --mlb-folds-file is given); regenerated, a deviation: committed = "
+                        "data_scripts/splits/cremad_folds.json, from-data = the same rule on the actors present")
     p.add_argument("--mlb-folds-file", help="MLB fold file (default: <cache>/mlb_data_splits_VALV.json)")
     p.add_argument("--stft-pad", choices=["constant", "reflect"], default="constant",
                    help="STFT edge padding: constant = librosa >= 0.10 (default), reflect = librosa < 0.10")
 
 
+def mlb_fold_file(args) -> Path:
+    """The MLB fold file for ``--folds mlb``: ``--mlb-folds-file``, else ``<cache>/mlb_data_splits_VALV.json``,
+    fetched from the pinned commit (and checked against its sha256) when absent."""
+    if args.mlb_folds_file:
+        if not os.path.exists(args.mlb_folds_file):
+            raise FileNotFoundError(f"--mlb-folds-file {args.mlb_folds_file} not found")
+        return Path(args.mlb_folds_file)
+    try:
+        return fetch_pinned(MLB_FOLDS_URL, Path(args.cache) / "mlb_data_splits_VALV.json", MLB_FOLDS_SHA256,
+                            pin="data_scripts.cremad.MLB_FOLDS_SHA256", progress=not args.no_progress)
+    except DownloadError as err:
+        raise FileNotFoundError(f"--folds mlb needs the MLB code's fold file and fetching it failed ({err}). "
+                                f"Download {MLB_FOLDS_URL} on a connected machine and pass --mlb-folds-file FILE, "
+                                "or prepare the regenerated folds (--folds committed, a deviation)") from None
+
+
 def splitter(args, found: ScanResult):
     """The splits function the ``--folds`` option asks for."""
     if args.folds == "mlb":
-        path = args.mlb_folds_file or args.cache / "mlb_data_splits_VALV.json"
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{path} not found; run: python -m data_scripts.cremad fetch-mlb-folds --cache {args.cache}")
-        vavl = json.loads(open(path).read())
+        vavl = json.loads(Path(mlb_fold_file(args)).read_text())
         return lambda clips: splits_from_mlb(clips, vavl)
     if args.folds == "from-data":                       # actors with a clip that prepared fine, only
         speaker_folds({c.group for c in found.usable()})   # too few actors: fail before decoding

@@ -246,10 +246,19 @@ def feature_splits(root: str | Path | None, *, fold: str, max_frames: int = 150)
 
 
 def cached_splits(root: str | Path | None, *, dataset: str, fold: str, seed: int, image_size: int = 224,
-                  bgr_0_255: bool = False) -> DatasetSplits:
-    """Train / val / test of ``fold`` from the cache of ``dataset`` at ``root``."""
+                  bgr_0_255: bool = False, fold_set: str | None = None) -> DatasetSplits:
+    """Train / val / test of ``fold`` from the cache of ``dataset`` at ``root``; ``fold_set`` (mlb: the MLB
+    code's fold file, regenerated: the data script's rule) must be the one the cache was prepared with."""
     cache = open_cache(root, dataset=dataset)
     folds = cache.splits["folds"]
+    if fold_set not in (None, "mlb", "regenerated"):
+        raise ValueError(f"{dataset}: fold_set must be 'mlb' or 'regenerated', got {fold_set!r}")
+    have = "mlb" if cache.splits.get("rule", "").startswith("MLB") else "regenerated"
+    if fold_set not in (None, have):
+        flag = "mlb" if fold_set == "mlb" else "committed"
+        raise CacheError(f"{cache.root} holds the {have} folds, not the {fold_set} ones: rewrite its splits with "
+                         f"python -m data_scripts.{dataset} prepare --folds {flag} --raw <raw folder> --cache "
+                         f"{cache.root}, or pass the data option fold_set={have}")
     if fold not in folds:
         raise ValueError(f"{dataset}: fold {fold!r} is not in the cache at {cache.root}; "
                          f"available folds: {', '.join(sorted(folds))}")

@@ -21,13 +21,14 @@ UCF101_SPLIT_OF_SEED = {109: "1", 19: "2", 337: "3"}      # UCF101's 51 audio cl
 
 @DATASETS.register("cremad")
 def cremad(*, seed: int, root: str | None = None, fold: int | str | None = None, image_size: int = 224,
-           inputs: str = "media", max_frames: int = 150) -> DatasetSplits:
+           inputs: str = "media", max_frames: int = 150, fold_set: str | None = None) -> DatasetSplits:
     """CREMA-D (6 emotions) from a prepared cache; fold 0/1/2 (default: from seed 109/19/337, else 0). ``inputs``:
     media (frames + spectrogram) or features (wav2vec 2.0 / face-embedding sequences, faces cut to ``max_frames``)."""
     fold = CREMAD_FOLD_OF_SEED.get(seed, "0") if fold is None else str(fold)
     if inputs not in ("media", "features"):
         raise ValueError(f"cremad: inputs must be media or features, got {inputs!r}")
-    media = cached_splits(root, dataset="cremad", fold=fold, seed=seed, image_size=image_size)
+    media = cached_splits(root, dataset="cremad", fold=fold, seed=seed, image_size=image_size,
+                          fold_set=fold_set)    # mlb | regenerated: the folds the cache must hold (None: any)
     return feature_splits(root, fold=fold, max_frames=max_frames) if inputs == "features" else media
 
 
