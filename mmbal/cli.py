@@ -1,7 +1,8 @@
 """Command line: ``list``, ``train`` (one configuration) and ``table ACTION NAME`` (a preset's table):
 ``show`` (rows, seeds, hyperparameters with sources), ``run`` (one cell), ``sweep`` (every unfinished
-cell, ``--shard i/n``), ``summary`` (mean ± std -> summary.csv), ``compare`` (a re-run against the
-committed runs). Older spellings still work: ``run --preset N``, ``sweep --table N``, ``table N``,
+cell, ``--shard i/n``), ``summary`` (mean ± std -> summary.csv; ``--merge`` folders of other shards), ``compare``
+(a re-run against the committed runs), ``estimate`` (device-hours from a few timed steps). ``torchrun
+--nproc_per_node N -m mmbal train|table run|table sweep ...`` trains each model data-parallel. Older spellings still work: ``run --preset N``, ``sweep --table N``, ``table N``,
 ``compare N``. Results live under ``--results`` (default ``book/results``, relative to the working
 directory)."""
 from __future__ import annotations
@@ -16,17 +17,19 @@ import pandas as pd
 from mmbal.balancers import BALANCERS
 from mmbal.config import BalancerConfig, DataConfig, ModelConfig, ObjectiveConfig, OptimConfig, RunConfig
 from mmbal.data import DATASETS
+from mmbal.distributed import init_from_env, is_main, world_size
 from mmbal.experiments import check_writable, config_hash, run, write_json
 from mmbal.models import ENCODERS, FUSIONS
 from mmbal.objectives import OBJECTIVES
 from mmbal.presets import PRESETS, get_preset
 from mmbal.regimes import REGIMES
 from mmbal.registry import UnknownNameError
-from mmbal.sweep import Cell, cell_status, grid, papermill_runner, parse_shard, result_path, run_cell, sweep
+from mmbal.sweep import (Cell, cell_status, estimate, grid, papermill_runner, parse_shard, result_path, run_cell,
+                         sweep)
 from mmbal.tables import compare_runs, load_runs, paper_table, write_summary
-from mmbal.train import Diverged, set_threads
+from mmbal.train import Diverged, resolve_device, set_threads
 
-TABLE_ACTIONS = ("run", "sweep", "summary", "show", "compare")
+TABLE_ACTIONS = ("run", "sweep", "summary", "show", "compare", "estimate")
 
 
 def _key_value(text: str) -> tuple[str, object]:
@@ -58,7 +61,7 @@ TRAIN_FLAGS = {   # flag -> argparse keywords (dataset, model, method, optimisat
     "--data-root": dict(default=None, help="cache folder written by data_scripts/"),
     "--data-opt": dict(KEY_VALUE, help="dataset option, e.g. image_noise=1.0 (repeatable)"),
     "--batch-size": dict(type=int, default=32),
-    "--num-workers": dict(type=int, default=0),
+    "--num-workers": dict(type=int, default=None, help="loader workers (default: 0 on CPU, up to 8 per GPU on CUDA)"),
     "--encoder": dict(default="small_cnn"),
     "--fusion": dict(default="concat"),
     "--encoder-opt": KEY_VALUE,
@@ -82,8 +85,24 @@ TRAIN_FLAGS = {   # flag -> argparse keywords (dataset, model, method, optimisat
     "--seed": dict(type=int, default=0),
     "--device": dict(default="auto"),
     "--amp": dict(action="store_true", help="bfloat16 autocast on CUDA"),
+    "--channels-last": dict(action="store_true", help="NHWC convolutions on CUDA"),
+    "--compile": dict(action="store_true", help="torch.compile the model"),
+    "--checkpoint-every": dict(type=int, default=0, metavar="STEPS", help="checkpoint every STEPS steps too "
+                               "(always at each epoch end)"),
     "--no-progress": dict(action="store_true"),
 }
+SPEED_FLAGS = ("--num-workers", "--amp", "--channels-last", "--compile", "--checkpoint-every")
+
+
+def workers(args) -> int:
+    """--num-workers, else 0 on CPU and min(8, cores per rank) on CUDA (the GPU must not wait for decoding)."""
+    if args.num_workers is not None:
+        return args.num_workers
+    return min(8, (os.cpu_count() or 1) // world_size()) if resolve_device(args.device).type == "cuda" else 0
+
+
+def speed(args) -> dict:
+    return {"num_workers": workers(args), "amp": args.amp, "channels_last": args.channels_last, "compile": args.compile}
 
 
 def config_from_args(args) -> RunConfig:
@@ -92,7 +111,7 @@ def config_from_args(args) -> RunConfig:
     objective = args.objective or BALANCERS.create(args.balancer, **balancer_options).objective
     return RunConfig(
         data=DataConfig(name=args.dataset, root=args.data_root, options=dict(args.data_opt),
-                        batch_size=args.batch_size, num_workers=args.num_workers),
+                        batch_size=args.batch_size, num_workers=workers(args)),
         model=ModelConfig(encoder=args.encoder, fusion=args.fusion,
                           encoder_options=dict(args.encoder_opt), fusion_options=dict(args.fusion_opt)),
         objective=ObjectiveConfig(name=objective),
@@ -101,15 +120,20 @@ def config_from_args(args) -> RunConfig:
                           weight_decay=args.weight_decay, schedule=args.schedule, epochs=args.epochs,
                           early_stop=args.early_stop),
         seed=args.seed, device=args.device, amp=args.amp, progress=not args.no_progress,
+        channels_last=args.channels_last, compile=args.compile,
         regime=args.regime, regime_options=dict(args.regime_opt))
 
 
 def cmd_train(args) -> int:
     cfg = config_from_args(args)
+    set_threads(None, args.device)
+    checkpoint = args.checkpoint or (f"{args.out}.ckpt" if args.out else None)
     if args.out:
         check_writable(args.out)
+    if args.resume and not checkpoint:
+        raise ValueError("--resume needs --checkpoint PATH or --out PATH (its checkpoint is PATH.ckpt)")
     try:
-        record = run(cfg).record
+        record = run(cfg, checkpoint=checkpoint, checkpoint_every=args.checkpoint_every, resume=args.resume).record
     except Diverged as err:                   # the record says so (strict JSON), then exit 1
         if args.out:
             write_json({"config": cfg.to_dict(), "config_hash": config_hash(cfg), "diverged": str(err),
@@ -117,8 +141,10 @@ def cmd_train(args) -> int:
         raise
     print(f"best epoch {record['best_epoch'] + 1} (val {record['val']['mm']['accuracy']:.4f}), {record['seconds']:.1f} s")
     print(pd.DataFrame(record["test"]).T[["accuracy", "macro_f1", "ece"]].rename_axis("test head").round(4))
-    if args.out:
+    if args.out and is_main():                # torchrun: rank 0 writes; the record replaces the checkpoint
         print(f"wrote {write_json(record, args.out)}")
+        if os.path.exists(checkpoint):
+            os.unlink(checkpoint)
     return 0
 
 
@@ -141,7 +167,7 @@ def cmd_run(args) -> int:
     out = args.out or result_path(args.results, cell, fast=args.fast)
     set_threads(args.threads, args.device)
     record = run_cell(cell, out, preset=preset, fast=args.fast, epochs=args.epochs, device=args.device,
-                      data_root=args.data_root)
+                      data_root=args.data_root, speed=speed(args), checkpoint_every=args.checkpoint_every)
     print(" ".join(f"{h}: {v['accuracy']:.4f}" for h, v in record["test"].items()), f"({record['seconds']:.1f} s)")
     print(f"wrote {out}")
     return 0
@@ -164,7 +190,8 @@ def cmd_sweep(args) -> int:
     set_threads(args.threads, args.device)
     out = sweep(preset, args.results, shard=shard, epochs=args.epochs, device=args.device, data_root=args.data_root,
                 runner=papermill_runner(args.papermill) if args.papermill else None,
-                progress=not args.no_progress and "CI" not in os.environ, **kwargs)
+                progress=not args.no_progress and "CI" not in os.environ, speed=speed(args),
+                checkpoint_every=args.checkpoint_every, **kwargs)
     print(f"next: python -m mmbal table summary {preset.name} --results {args.results}" + (" --fast" if args.fast else ""))
     return 1 if out["failed"] else 0
 
@@ -179,7 +206,9 @@ def load_and_warn(results: str, name: str, *, fast: bool = False) -> pd.DataFram
 
 def cmd_summary(args) -> int:
     get_preset(args.name)
-    runs = load_and_warn(args.results, args.name, fast=args.fast)
+    runs = pd.concat([load_and_warn(folder, args.name, fast=args.fast) for folder in [args.results, *args.merge]])
+    if not runs.empty:
+        runs = runs.drop_duplicates(["method", "fusion", "seed"]).reset_index(drop=True)   # a cell twice: the first
     path, summary = write_summary(args.name, args.results, args.out, fast=args.fast, runs=runs)
     if path is None:
         print(f"no results for {args.name} under {args.results}" + (" (fast)" if args.fast else ""))
@@ -218,6 +247,18 @@ def cmd_compare(args) -> int:
     return 0 if within == n else 1
 
 
+def cmd_estimate(args) -> int:
+    """Time a few steps per cell on this device and print each cell's and the table's device-hours."""
+    set_threads(args.threads, args.device)
+    est = estimate(args.name, steps=args.steps, batch=args.batch, methods=_csv(args.methods), fusions=_csv(args.fusions),
+                   device=args.device)
+    with pd.option_context("display.width", 200, "display.max_rows", 500):
+        print(est.round({"s/step": 3, "s/epoch": 1, "hours_min": 2, "hours_max": 2}).to_string(index=False))
+    print(f"total: {est['hours_min'].sum():.1f} to {est['hours_max'].sum():.1f} {resolve_device(args.device)}-hours "
+          f"for {est['runs'].sum()} runs (early stopping at the soonest to every epoch)")
+    return 0
+
+
 def add_table_parsers(sub, names: str) -> None:
     """``table ACTION NAME`` sub-commands (each also reachable by its older spelling)."""
     p = sub.add_parser("show", help="a preset's rows, seeds and hyperparameters with their sources")
@@ -228,7 +269,7 @@ def add_table_parsers(sub, names: str) -> None:
     train = argparse.ArgumentParser(add_help=False)
     train.add_argument("--fast", action="store_true", help="FAST smoke run: 2 epochs, first seed, under <results>/fast/")
     train.add_argument("--epochs", type=int, default=None, help="override the preset's epochs (recorded)")
-    for flag in ("--device", "--data-root"):
+    for flag in ("--device", "--data-root", *SPEED_FLAGS):
         train.add_argument(flag, **TRAIN_FLAGS[flag])
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1 on CPU)")
     p = sub.add_parser("run", parents=[common, train], help="train one cell and write its result JSON")
@@ -248,6 +289,15 @@ def add_table_parsers(sub, names: str) -> None:
     p = sub.add_parser("summary", parents=[common], help="aggregate the result JSONs into mean ± std (CSV)")
     p.add_argument("--out", default=None, help="CSV path (default: <results>/<table>/summary.csv)")
     p.add_argument("--fast", action="store_true", help="aggregate the FAST results")
+    p.add_argument("--merge", action="append", default=[], metavar="FOLDER",
+                   help="also read the runs under FOLDER (repeatable: e.g. each job-array shard's --results)")
+    p = sub.add_parser("estimate", parents=[common], help="device-hours of a table from a few timed steps per cell")
+    p.add_argument("--steps", type=int, default=3, help="timed training steps per cell (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=None, help="time at this batch, scaled to the preset's (small on CPU)")
+    p.add_argument("--methods", default=None, help="comma-separated subset of rows")
+    p.add_argument("--fusions", default=None, help="comma-separated subset of columns")
+    p.add_argument("--device", **TRAIN_FLAGS["--device"])
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1 on CPU)")
     p = sub.add_parser("compare", parents=[common], help="compare a re-run of some cells with the committed runs")
     p.add_argument("--rerun", required=True, help="results folder of the re-run (e.g. written by sweep --results)")
     p.add_argument("--out", default=None, help="also write the comparison as JSON, with the re-run's provenance")
@@ -262,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, keywords in TRAIN_FLAGS.items():
         p.add_argument(flag, **keywords)
     p.add_argument("--out", default=None, help="result JSON path")
+    p.add_argument("--checkpoint", default=None, help="checkpoint file (default: OUT.ckpt; removed once OUT is written)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint (the same record as one run)")
     p = sub.add_parser("table", help=f"a preset's results table: {' | '.join(TABLE_ACTIONS)} NAME")
     add_table_parsers(p.add_subparsers(dest="action", required=True), ", ".join(PRESETS))
     return parser
@@ -279,11 +331,12 @@ def _new_spelling(argv: list[str]) -> list[str]:
 
 
 COMMANDS = {"list": cmd_list, "train": cmd_train, "show": cmd_show, "run": cmd_run, "sweep": cmd_sweep,
-            "summary": cmd_summary, "compare": cmd_compare}
+            "summary": cmd_summary, "compare": cmd_compare, "estimate": cmd_estimate}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(_new_spelling(list(sys.argv[1:] if argv is None else argv)))
+    init_from_env()                           # torchrun: join the process group (a no-op in one process)
     try:
         return COMMANDS[args.action if args.command == "table" else args.command](args)
     except (UnknownNameError, ValueError, FileNotFoundError, KeyError, Diverged) as err:

@@ -81,6 +81,8 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"           # auto | cpu | cuda | cuda:N
     amp: bool = False              # CUDA mixed precision (bfloat16 autocast)
+    channels_last: bool = False    # CUDA: NHWC convolutions (speed; not part of the config hash, like device)
+    compile: bool = False          # torch.compile the model (speed; not hashed either)
     select_head: str = "mm"        # head whose val accuracy selects the best epoch
     fast: bool = False             # recorded in results: was this a FAST (docs/CI) run?
     progress: bool = True

@@ -1,7 +1,10 @@
 """Data-parallel helpers (layer 1): under ``torchrun`` every rank holds a shard of the global batch, so a
 balancing statistic must be reduced across ranks before it is used. Outside a process group they are no-ops."""
+import os
+
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 
 def world_size() -> int:
@@ -32,3 +35,39 @@ def global_mean(x: torch.Tensor, count: torch.Tensor | float = 1.0) -> torch.Ten
         return x.detach()                                       # bit-identical single-process path
     count = torch.as_tensor(count, dtype=x.dtype, device=x.device)
     return global_sum(x * count) / global_sum(count)
+
+
+def local_rank() -> int:
+    """This process's GPU on its node (``LOCAL_RANK`` from torchrun; 0 outside it)."""
+    return int(os.environ.get("LOCAL_RANK", 0))
+
+
+def init_from_env() -> None:
+    """Join torchrun's process group (NCCL with GPUs, else gloo) when ``WORLD_SIZE`` > 1; no-op otherwise."""
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank())
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+class DataParallel(DistributedDataParallel):
+    """DDP whose other attributes fall through to the model (balancers read ``model.fusion``, ``model.modalities``)."""
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "module":                 # not set yet (inside DDP's own __init__)
+                raise
+            return getattr(self.module, name)
+
+
+def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The model itself in one process; else DDP over the ranks, BatchNorm made SyncBatchNorm on CUDA (statistics of
+    the global batch, as one process; gloo on CPU has no SyncBatchNorm: there BatchNorm stays per rank)."""
+    if world_size() == 1:
+        return model
+    if device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return DataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                        find_unused_parameters=True)

@@ -21,7 +21,7 @@ from mmbal.regimes import REGIMES
 from mmbal.train import TrainResult, Trained, build_trainer, resolve_device
 
 RESULT_FORMAT = 1
-NOT_HASHED = ("device", "progress", "data.root", "data.num_workers")   # where a run ran, not what it computes
+NOT_HASHED = ("device", "progress", "data.root", "data.num_workers", "amp", "channels_last", "compile")   # where a run ran, not what it computes
 
 
 @dataclass
@@ -51,12 +51,16 @@ def environment(device: torch.device) -> dict[str, Any]:
             if device.type == "cuda" else {"cpu": platform.processor() or platform.machine()})}
 
 
-def run(cfg: RunConfig) -> Run:
-    """Train one configuration (a model, or a regime of ``mmbal.regimes``) and build its record."""
+def run(cfg: RunConfig, *, checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 0,
+        resume: bool = False) -> Run:
+    """Train one configuration (a model, or a regime of ``mmbal.regimes``) and build its record. A model run saves
+    ``checkpoint`` at every epoch end (and every ``checkpoint_every`` steps); ``resume`` continues from it exactly.
+    Regimes (several models in sequence) restart from scratch."""
     resolve_device(cfg.device)
     splits = DATASETS.create(cfg.data.name, seed=cfg.seed, root=cfg.data.root, **cfg.data.options)
     if cfg.regime is None:
-        result, trained = (trainer := build_trainer(cfg, splits)).fit(), trainer.trained
+        trainer = build_trainer(cfg, splits, checkpoint=checkpoint and str(checkpoint), checkpoint_every=checkpoint_every)
+        result, trained = trainer.fit(resume=resume), trainer.trained
     else:
         result, trained = REGIMES.create(cfg.regime, cfg=cfg, splits=splits, **cfg.regime_options)
     record = {"format": RESULT_FORMAT, "config": cfg.to_dict(), "config_hash": config_hash(cfg),

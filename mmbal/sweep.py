@@ -4,23 +4,33 @@ written atomically) is skipped, so a killed sweep resumes; a record of another c
 ``shard=(i, n)`` runs every n-th cell from i, so n machines or GPUs can split one table."""
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
+import pandas as pd
 from tqdm.auto import tqdm
 
-from mmbal.config import RunConfig
+from mmbal.config import DataConfig, RunConfig
+from mmbal.distributed import is_main, world_size
 from mmbal.experiments import check_writable, config_changes, config_hash, read_json, run, write_json
 from mmbal.metrics import reliability_bins
-from mmbal.presets import Preset, get_preset
+from mmbal.presets import DATASET_SHAPES, Preset, get_preset
 from mmbal.probe import linear_probe
 from mmbal.train import resolve_device
 
 TRACE_POINTS = 250       # per-step trace columns are subsampled to at most this many points
 TRACE_DIGITS = 5         # and rounded to this many significant digits (keeps each JSON small)
+
+
+def with_speed(cfg: RunConfig, speed: dict[str, Any] | None) -> RunConfig:
+    """``cfg`` with the GPU-path settings in ``speed`` (num_workers, amp, channels_last, compile; None: unchanged),
+    none of which is part of the config hash: the run is still the table's cell."""
+    speed = {k: v for k, v in (speed or {}).items() if v is not None}
+    return replace(cfg, data=replace(cfg.data, num_workers=speed.pop("num_workers", cfg.data.num_workers)), **speed)
 
 
 @dataclass(frozen=True)
@@ -106,16 +116,21 @@ def subsample_trace(trace: dict[str, list], points: int = TRACE_POINTS, digits: 
 
 
 def run_cell(cell: Cell, path: str | Path, *, preset: str | Preset | None = None, fast: bool = False,
-             epochs: int | None = None, device: str = "auto", data_root: str | None = None) -> dict[str, Any]:
-    """Train one cell, write its compact record (trace subsampled, cell, reliability bins) atomically, return it."""
+             epochs: int | None = None, device: str = "auto", data_root: str | None = None,
+             speed: dict[str, Any] | None = None, checkpoint_every: int = 0) -> dict[str, Any]:
+    """Train one cell, write its compact record (trace subsampled, cell, reliability bins) atomically, return it.
+    The run checkpoints next to ``path`` (``<cell>.<config hash>.ckpt``) and resumes from a checkpoint of the same
+    config there (a killed or preempted cell continues); the checkpoint is removed once the record is written."""
     preset = get_preset(preset or cell.table)
-    cfg = preset.run_config(cell.method, cell.fusion, cell.seed, fast=fast, epochs=epochs, device=device,
-                            data_root=data_root)
+    cfg = with_speed(preset.run_config(cell.method, cell.fusion, cell.seed, fast=fast, epochs=epochs, device=device,
+                                       data_root=data_root), speed)
     check_writable(path)
     if preset.linear_probe and cfg.regime is not None:          # checked before any training
         raise ValueError(f"preset {preset.name!r} asks for a linear probe, which needs one trained model; "
                          f"method {cell.method!r} is the regime {cfg.regime!r}")
-    done = run(cfg)
+    path = Path(path)
+    done = run(cfg, checkpoint=path.with_suffix(f".{config_hash(cfg)}.ckpt"), checkpoint_every=checkpoint_every,
+               resume=True)
     steps = max((len(v) for v in done.record.get("trace", {}).values()), default=0)
     record = dict(done.record, trace=subsample_trace(done.record.get("trace", {})))
     record["trace_info"] = {"steps": steps, "points": len(record["trace"].get("step", [])),
@@ -125,17 +140,22 @@ def run_cell(cell: Cell, path: str | Path, *, preset: str | Preset | None = None
     record["reliability"] = {"test": {h: reliability_bins(v, labels) for h, v in logits.items()}}   # ECE's 15 bins
     if preset.linear_probe:
         record["linear_probe"] = linear_probe(done.trained, preset.linear_probe)
-    write_json(record, path)
+    if is_main():                                               # torchrun: rank 0 writes
+        write_json(record, path)
+        for checkpoint in path.parent.glob(f"{path.stem}.*.ckpt"):
+            checkpoint.unlink()
     return record
 
 
 def sweep(preset: str | Preset, results: str | Path, *, shard: tuple[int, int] = (0, 1), fast: bool = False,
           methods=None, fusions=None, seeds=None, epochs: int | None = None, device: str = "auto",
           data_root: str | None = None, runner: Callable[..., dict] | None = None, progress: bool = True,
-          keep_going: bool = True, log: Callable[[str], None] = print) -> dict[str, list[Cell]]:
+          keep_going: bool = True, log: Callable[[str], None] = print, speed: dict[str, Any] | None = None,
+          checkpoint_every: int = 0) -> dict[str, list[Cell]]:
     """Run every unfinished cell of this shard (settings, device, folder checked first) -> {"done", "skipped",
-    "failed"} cell lists; a cell that raises is logged and left unwritten (``keep_going``), one finished meanwhile
-    by another shard sharing the folder is skipped."""
+    "failed"} cell lists; a cell that raises is logged and left unwritten (``keep_going``; under torchrun it stops
+    the sweep, as the other ranks cannot go on alone), one finished meanwhile by another shard sharing the folder
+    is skipped; an unfinished cell resumes from its checkpoint. ``speed``: see ``with_speed``."""
     preset = get_preset(preset)
     i, n = shard
     cells = grid(preset, methods=methods, fusions=fusions, seeds=seeds, fast=fast)[i::n]
@@ -161,9 +181,10 @@ def sweep(preset: str | Preset, results: str | Path, *, shard: tuple[int, int] =
         t0 = time.perf_counter()
         try:
             record = (runner or run_cell)(cell, result_path(results, cell, fast=fast), preset=preset, fast=fast,
-                                          epochs=epochs, device=device, data_root=data_root)
+                                          epochs=epochs, device=device, data_root=data_root, speed=speed,
+                                          checkpoint_every=checkpoint_every)
         except Exception as err:            # one broken cell must not stop the table; Ctrl-C still does
-            if not keep_going:
+            if not keep_going or world_size() > 1:
                 raise
             failed.append(cell)
             log(f"  FAILED {cell.method}/{cell.fusion}/seed{cell.seed}: {type(err).__name__}: {err}")
@@ -179,7 +200,7 @@ def sweep(preset: str | Preset, results: str | Path, *, shard: tuple[int, int] =
 def papermill_runner(template: str | Path) -> Callable[..., dict]:
     """A runner that executes the template notebook per cell and keeps it next to the JSON."""
     def runner(cell: Cell, path: str | Path, *, preset=None, fast=False, epochs=None, device="auto",
-               data_root=None) -> dict:
+               data_root=None, **_speed) -> dict:      # the template trains with the preset's own settings
         import papermill          # optional dependency of the book
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -190,3 +211,30 @@ def papermill_runner(template: str | Path) -> Callable[..., dict]:
                                    progress_bar=False, cwd=str(Path(template).resolve().parent))
         return read_json(path)
     return runner
+
+
+def estimate(preset: str | Preset, *, steps: int = 3, batch: int | None = None, methods=None, fusions=None,
+             device: str = "auto") -> pd.DataFrame:
+    """Per cell: one epoch of ``steps`` steps of its configuration, timed on random tensors of the table's shapes
+    (presets.yaml ``dataset_shapes``; at ``batch`` samples, scaled linearly to the preset's batch; validation and
+    test in their share of the data), -> seconds per epoch and the device-hours of all its seeds, from the
+    early-stopping bound (early_stop + 1 epochs) to the preset's epochs. Regimes time every model they train."""
+    preset = get_preset(preset)
+    data = DATASET_SHAPES[preset.dataset]
+    train, val, test = data["sizes"]
+    full, small = preset.batch_size, batch or preset.batch_size
+    rows = []
+    for cell in tqdm(grid(preset, methods=methods, fusions=fusions, seeds=preset.seeds[:1]), desc="estimate"):
+        optim = preset.run_config(cell.method, cell.fusion, cell.seed).optim             # the epoch bounds
+        cfg = preset.run_config(cell.method, cell.fusion, cell.seed, epochs=1, device=device)
+        sizes = [steps * small, *(max(1, round(steps * small * n / train)) for n in (val, test))]
+        cfg.data = DataConfig("random_tensors", batch_size=small, options={
+            "shapes": data["shapes"], "sizes": sizes, "num_classes": data["num_classes"]})
+        seconds = run(cfg).record["seconds"] * full / small               # `steps` steps at the preset's batch
+        epoch = seconds / steps * math.ceil(train / full)
+        least = min(optim.early_stop + 1, optim.epochs) if optim.early_stop else optim.epochs
+        rows.append({"method": cell.method, "fusion": cell.fusion, "s/step": seconds / steps,
+                     "steps/epoch": math.ceil(train / full), "s/epoch": epoch, "epochs": f"{least}-{optim.epochs}",
+                     "runs": len(preset.seeds), "hours_min": epoch * least * len(preset.seeds) / 3600,
+                     "hours_max": epoch * optim.epochs * len(preset.seeds) / 3600})
+    return pd.DataFrame(rows)

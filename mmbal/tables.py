@@ -41,7 +41,7 @@ def run_row(record: dict[str, Any], path: str | Path = "") -> dict[str, Any]:
            "fusion": cell.get("fusion", cfg["model"]["fusion"]), "seed": cell.get("seed", cfg["seed"]),
            "fast": bool(cell.get("fast", cfg.get("fast", False))), "dataset": cfg["data"]["name"],
            "fold": next((options[k] for k in ("fold", "split") if k in options), None), "commit": env.get("commit"),
-           "hardware": f"{env['gpu']} (cuda)" if env.get("gpu") else
+           "hardware": f"{env['gpu']} (cuda{', bf16' * bool(cfg.get('amp'))})" if env.get("gpu") else
            f"cpu {env.get('cpu', '?')}, {env.get('cpu_threads', '?')} threads", "torch": env.get("torch"),
            "epochs": cfg.get("optim", {}).get("epochs"), "epochs_run": len(record.get("history", [])),
            "best_epoch": record.get("best_epoch"), "seconds": record.get("seconds"), "path": str(path)}

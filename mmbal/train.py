@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import random
 import re
 import time
@@ -17,11 +18,13 @@ from typing import Callable
 
 import numpy as np
 import torch
+from torch.utils._pytree import tree_map
 from tqdm.auto import tqdm
 
 from mmbal.balancers import BALANCERS
 from mmbal.balancers.base import Balancer, EpochContext
 from mmbal.config import OptimConfig, RunConfig
+from mmbal.distributed import global_sum, is_main, local_rank, world_size, wrap
 from mmbal.data.base import DatasetSplits, make_loader
 from mmbal.metrics import head_metrics
 from mmbal.models import build_model
@@ -41,6 +44,8 @@ def resolve_device(name: str = "auto") -> torch.device:
     if not re.fullmatch(r"auto|(cpu|cuda)(:\d+)?", str(name)):
         raise ValueError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N")
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank())          # torchrun: this rank's GPU (0 in one process)
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
         raise ValueError(f"device {name!r} requested but {torch.cuda.device_count()} CUDA devices are "
                          f"available; use --device cpu")
@@ -132,10 +137,20 @@ class Trainer:
 
     def __init__(self, model, objective, balancer: Balancer, splits: DatasetSplits, *,
                  optim: OptimConfig, batch_size: int = 32, seed: int = 0, device: str = "auto",
-                 amp: bool = False, select_head: str = "mm", num_workers: int = 0,
-                 progress: bool = True):
+                 amp: bool = False, select_head: str = "mm", num_workers: int = 0, progress: bool = True,
+                 channels_last: bool = False, compile: bool = False, checkpoint: str | None = None,
+                 checkpoint_every: int = 0):
         self.device = resolve_device(device)
+        self.channels_last = channels_last and self.device.type == "cuda"
         self.model = model.to(self.device)
+        if self.channels_last:                      # NHWC convolutions (tensor cores); batches follow in _train_epoch
+            self.model.to(memory_format=torch.channels_last)
+        if compile:
+            self.model.compile()                    # in place: same module, attributes and state_dict keys
+        self.ddp, self.world = wrap(self.model, self.device), world_size()   # the model itself in one process
+        self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True   # fixed input shapes: pick the fastest convolution once
         self.objective, self.balancer, self.splits = objective, balancer, splits
         self.optim_cfg, self.seed, self.progress = optim, seed, progress
         self.amp = amp and self.device.type == "cuda"
@@ -153,11 +168,12 @@ class Trainer:
 
     @classmethod
     def from_config(cls, cfg: RunConfig, model, objective, balancer: Balancer, splits: DatasetSplits,
-                    select_head: str | None = None) -> "Trainer":
-        """A trainer with the optimisation, batching and device settings of ``cfg``."""
+                    select_head: str | None = None, **options) -> "Trainer":
+        """A trainer with the optimisation, batching and device settings of ``cfg`` (``options``: checkpoint, ...)."""
         return cls(model, objective, balancer, splits, optim=cfg.optim, batch_size=cfg.data.batch_size,
                    seed=cfg.seed, device=cfg.device, amp=cfg.amp, select_head=select_head or cfg.select_head,
-                   num_workers=cfg.data.num_workers, progress=cfg.progress)
+                   channels_last=cfg.channels_last, compile=cfg.compile,
+                   num_workers=cfg.data.num_workers, progress=cfg.progress, **options)
 
     @property
     def trained(self) -> Trained:
@@ -166,14 +182,18 @@ class Trainer:
     def _step(self, batch: dict, step: int) -> tuple[dict, dict, dict]:
         labels = batch["label"]
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            outputs = self.balancer.forward(self.model, batch)
+            outputs = self.balancer.forward(self.ddp, batch)
             losses = self.balancer.loss(outputs, labels, self.objective(outputs["logits"], labels))
-        if not torch.isfinite(losses["total"]):
+        if self.device.type != "cuda" and not torch.isfinite(losses["total"]):     # CUDA: per epoch, no host sync
             raise Diverged(f"training diverged: the loss is {losses['total'].item()} at step {step + 1} of "
                            f"{self.total_steps}; try a lower lr or a grad_clip")
         self.optimizer.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        trace = self.balancer.after_backward(self.model, outputs, labels)
+        if self.world == 1:
+            losses["total"].backward()
+        else:                                       # DDP averages gradients: weight ranks by their share of the batch
+            n = torch.tensor(float(len(labels)), device=self.device)
+            (losses["total"] * (n * self.world / global_sum(n))).backward()
+        trace = self.balancer.after_backward(self.ddp, outputs, labels)
         if self.optim_cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.optim_cfg.grad_clip)
         lr = scheduled_lr(self.optim_cfg, step, self.total_steps)
@@ -182,13 +202,21 @@ class Trainer:
         self.optimizer.step()
         return outputs, losses, trace
 
-    def _train_epoch(self, epoch: int, step: int, trace: dict[str, list]) -> tuple[dict, int]:
-        self.model.train()
+    def _train_epoch(self, epoch: int, resumed: dict | None = None) -> dict:
+        """One epoch (from batch ``resumed["batches"]`` when resumed mid-epoch) -> mean loss/accuracy per head.
+        The step trace stays on the device and is copied to the host once, at the epoch's end."""
+        self.ddp.train()
         self.splits.train.set_epoch(epoch)
-        sums, count = {}, 0                          # sums: {"loss/<name>" | "accuracy/<head>": tensor}
-        for batch in tqdm(self.loaders["train"], desc=f"epoch {epoch + 1}/{self.optim_cfg.epochs}",
-                          leave=False, disable=not self.progress):
-            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        part = resumed or {"batches": 0, "sums": {}, "count": 0, "trace": {}}
+        sums, count = (part["sums"], part["count"]) if is_main() else ({k: 0 * v for k, v in part["sums"].items()}, 0)
+        trace = {k: v.tolist() if not v.is_floating_point() else list(v.unbind()) for k, v in part["trace"].items()}
+        self.loaders["train"].batch_sampler.skip = part["batches"]
+        fmt = {4: torch.channels_last, 5: torch.channels_last_3d} if self.channels_last else {}
+        for i, batch in enumerate(tqdm(self.loaders["train"], desc=f"epoch {epoch + 1}/{self.optim_cfg.epochs}",
+                                       initial=part["batches"], leave=False, disable=not self.progress), part["batches"]):
+            batch = {k: v.to(self.device, non_blocking=True, memory_format=fmt.get(v.dim(), torch.preserve_format))
+                     for k, v in batch.items()}
+            step = self.run_state["step"]
             outputs, losses, step_trace = self._step(batch, step)
             n = len(batch["label"])
             for k, v in losses.items():
@@ -201,44 +229,102 @@ class Trainer:
             trace.setdefault("epoch", []).append(epoch)
             for k, v in step_trace.items():
                 trace.setdefault(k, []).append(torch.as_tensor(v).detach().float().reshape(()))
-            step += 1
-        return {k: (v / count).item() for k, v in sums.items()}, step
+            self.run_state["step"] = step + 1
+            if self.checkpoint_every and (step + 1) % self.checkpoint_every == 0:
+                total = global_sum(torch.tensor(float(count)))        # every rank's part of the epoch so far
+                self._save(batches=i + 1, sums={k: global_sum(v) for k, v in sums.items()}, count=int(total),
+                           trace={k: torch.stack(v) if torch.is_tensor(v[0]) else torch.tensor(v) for k, v in trace.items()})
+        columns = [k for k, v in trace.items() if v and torch.is_tensor(v[0])]
+        host = torch.cat([torch.stack(trace[k]).to(self.device) for k in columns]).cpu() if columns else torch.zeros(0)
+        for k, values in zip(columns, host.split([len(trace[k]) for k in columns])):
+            trace[k] = values.tolist()                                   # one device -> host copy per epoch
+        for k, v in trace.items():
+            self.run_state["trace"].setdefault(k, []).extend(v)
+        total = global_sum(torch.tensor(float(count)))
+        stats = {k: (global_sum(v) / total.to(v.device)).item() for k, v in sums.items()}
+        if not all(map(math.isfinite, stats.values())):
+            raise Diverged(f"training diverged: the loss is not finite in epoch {epoch + 1}; try a lower lr or a grad_clip")
+        return stats
 
-    def fit(self) -> TrainResult:
+    def fit(self, *, resume: bool = False) -> TrainResult:
+        """Train; with ``resume`` (and a checkpoint file) continue from it, so the result equals an uninterrupted run's."""
         random.seed(self.seed)
         np.random.seed(self.seed % 2**32)
         torch.manual_seed(self.seed)
-        start = time.perf_counter()
-        history, trace, step = [], {}, 0
-        best = {"epoch": -1, "score": -1.0, "state": None}
-        for epoch in tqdm(range(self.optim_cfg.epochs), desc="training", disable=not self.progress):
-            ctx = EpochContext(epoch=epoch, model=self.model, train_loader=self.loaders["train"],
-                               device=self.device, history=history)
-            balancer_epoch = {k: float(v) for k, v in self.balancer.begin_epoch(ctx).items()}
+        self.run_state = {"epoch": 0, "step": 0, "history": [], "trace": {}, "seconds": 0.0, "balancer_epoch": {},
+                          "best": {"epoch": -1, "score": -1.0, "state": None}}
+        resumed = self._restore() if resume and self.checkpoint and os.path.exists(self.checkpoint) else None
+        self._start = time.perf_counter() - self.run_state["seconds"]
+        history, state = self.run_state["history"], self.run_state
+        for epoch in tqdm(range(state["epoch"], self.optim_cfg.epochs), desc="training", disable=not self.progress):
+            if resumed is None:                     # a run resumed mid-epoch already started this epoch
+                ctx = EpochContext(epoch=epoch, model=self.model, train_loader=self.loaders["train"],
+                                   device=self.device, history=history)
+                state["balancer_epoch"] = {k: float(v) for k, v in self.balancer.begin_epoch(ctx).items()}
             try:
-                train_stats, step = self._train_epoch(epoch, step, trace)
+                train_stats = self._train_epoch(epoch, resumed)
             except Diverged as err:
                 err.history = history               # the epochs before the divergence, for the record
                 raise
-            record = {"epoch": epoch, "train": train_stats, "balancer": balancer_epoch,
+            resumed = None
+            record = {"epoch": epoch, "train": train_stats, "balancer": state["balancer_epoch"],
                       **{split: evaluate(self.model, self.loaders[split], self.device, forward=self.trained.forward,
                                          num_classes=self.model.num_classes, amp=self.amp)
                          for split in ("val", "test")},
-                      "seconds": time.perf_counter() - start}
+                      "seconds": time.perf_counter() - self._start}
             history.append(record)
-            score = record["val"][self.select_head]["accuracy"]
+            score, best = record["val"][self.select_head]["accuracy"], state["best"]
             if score > best["score"]:
-                best = {"epoch": epoch, "score": score,
-                        "state": copy.deepcopy({k: v.detach().cpu() for k, v in self.model.state_dict().items()})}
-            if self.optim_cfg.early_stop and epoch - best["epoch"] >= self.optim_cfg.early_stop:
+                best = state["best"] = {"epoch": epoch, "score": score, "state": copy.deepcopy(
+                    {k: v.detach().cpu() for k, v in self.model.state_dict().items()})}
+            stop = self.optim_cfg.early_stop and epoch - best["epoch"] >= self.optim_cfg.early_stop
+            state["epoch"] = self.optim_cfg.epochs if stop else epoch + 1      # a resumed stopped run stays stopped
+            self._save()
+            if stop:
                 break                               # early_stop epochs in a row without a better val score
+        best = state["best"]
         self.model.load_state_dict(best["state"])
-        columns = {k: (torch.stack(v).tolist() if v and isinstance(v[0], torch.Tensor) else v)
-                   for k, v in trace.items()}
         chosen = history[best["epoch"]]
-        return TrainResult(history=history, trace=columns, best_epoch=best["epoch"],
-                           val=chosen["val"], test=chosen["test"], seconds=time.perf_counter() - start)
+        return TrainResult(history=history, trace=state["trace"], best_epoch=best["epoch"],
+                           val=chosen["val"], test=chosen["test"], seconds=time.perf_counter() - self._start)
 
+    def _save(self, **part) -> None:
+        """Checkpoint (rank 0; a temporary file, then a rename): model, optimizer (its groups' lr scales too), balancer
+        state, every RNG (python, numpy, torch, CUDA, the loader's), progress so far and the ``part`` of an epoch."""
+        if not (self.checkpoint and is_main()):
+            return
+        kind, keys, *rest = np.random.get_state()
+        rng = {"python": random.getstate(), "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), *rest),
+               "torch": torch.get_rng_state(), "loader": self.loaders["train"].generator.get_state(),
+               "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+        state = dict(self.run_state, trace={k: torch.tensor(v) for k, v in self.run_state["trace"].items()},
+                     seconds=time.perf_counter() - self._start)
+        os.makedirs(os.path.dirname(os.path.abspath(self.checkpoint)), exist_ok=True)
+        torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "rng": rng,
+                    "balancer": self.balancer.state_dict(), "run": state, "partial": part or None},
+                   tmp := f"{self.checkpoint}.tmp")
+        os.replace(tmp, self.checkpoint)
+
+    def _restore(self) -> dict | None:
+        """Load the checkpoint into the model, optimizer, balancer, RNGs and ``run_state``; -> the partial epoch."""
+        ckpt = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+        on_device = partial(tree_map, lambda x: x.to(self.device) if torch.is_tensor(x) else x)
+        self.model.load_state_dict(ckpt["model"])
+        groups = self.optimizer.param_groups         # balancers hold these dicts: load the saved values into them
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        for old, new in zip(groups, self.optimizer.param_groups):
+            old.update(new)
+        self.optimizer.param_groups = groups
+        self.balancer.load_state_dict(on_device(ckpt["balancer"]))
+        rng = ckpt["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state((rng["numpy"][0], rng["numpy"][1].numpy().astype(np.uint32), *rng["numpy"][2:]))
+        torch.set_rng_state(rng["torch"])
+        self.loaders["train"].generator.set_state(rng["loader"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.run_state = dict(ckpt["run"], trace={k: v.tolist() for k, v in ckpt["run"]["trace"].items()})
+        return on_device(ckpt["partial"])
 
 def seeded_model(cfg: RunConfig, splits: DatasetSplits):
     """The model of ``cfg``, built right after ``torch.manual_seed(cfg.seed)``: a seed gives its weights."""
@@ -248,9 +334,10 @@ def seeded_model(cfg: RunConfig, splits: DatasetSplits):
                        encoder_options=cfg.model.encoder_options, fusion_options=cfg.model.fusion_options)
 
 
-def build_trainer(cfg: RunConfig, splits: DatasetSplits, *, model=None) -> Trainer:
-    """The trainer of ``cfg`` on ``splits``: objective, balancer and (unless given) the seeded model."""
+def build_trainer(cfg: RunConfig, splits: DatasetSplits, *, model=None, **options) -> Trainer:
+    """The trainer of ``cfg`` on ``splits``: objective, balancer and (unless given) the seeded model; ``options``:
+    ``checkpoint`` (file), ``checkpoint_every`` (steps, besides every epoch end)."""
     objective = OBJECTIVES.create(cfg.objective.name, **cfg.objective.options)
     balancer = BALANCERS.create(cfg.balancer.name, **cfg.balancer.options)
     return Trainer.from_config(cfg, model if model is not None else seeded_model(cfg, splits),
-                               objective, balancer, splits)
+                               objective, balancer, splits, **options)

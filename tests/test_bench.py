@@ -21,3 +21,13 @@ def test_balancer_overhead_prints_one_finite_ratio_per_method():
     bad = subprocess.run([sys.executable, str(ROOT / "bench" / "balancer_overhead.py"), "--small", "--methods", "nope"],
                          capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert bad.returncode == 2 and "unknown balancers ['nope']" in bad.stderr
+
+
+def test_gpu_step_bench_runs_on_cpu_and_prints_ratios():
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_step.py"), "--small", "--steps", "1", "--warmup",
+                           "0", "--device", "cpu"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith("cremad_resnet18")]
+    assert len(rows) == 2 and rows[0][-3] == "x1.00"                  # fp32 eager, then bf16 + channels_last
+    rates = [float(r[r.index("samples/s") - 1]) for r in rows]
+    assert all(math.isfinite(r) and r > 0 for r in rates)

@@ -169,3 +169,43 @@ def test_committed_results_count_as_finished_for_their_preset():
         assert cell_status(path, cfg) is None, path
     assert cell_status(path, dataclasses.replace(cfg, seed=cfg.seed + 1)) == \
         f"config differs: seed {cfg.seed} -> {cfg.seed + 1}"
+
+
+def test_job_array_shards_in_separate_folders_merge_to_the_whole_table(tmp_path):
+    """Two shards written to two folders (two jobs of an array), merged by ``table summary --merge``, give the
+    summary of the whole table swept in one folder."""
+    def runner(cell, path, *, preset=None, fast=False, epochs=None, **kw):
+        cfg = get_preset(cell.table).run_config(cell.method, cell.fusion, cell.seed, fast=fast, epochs=epochs)
+        acc = 0.5 + 0.01 * (cell.seed % 7) + (0.1 if cell.method == "mlb" else 0.0)
+        metrics = {h: {"accuracy": acc, "macro_f1": acc - 0.1, "ece": 0.05} for h in ("mm", "audio", "video")}
+        record = {"config": cfg.to_dict(), "cell": dict(vars(cell), fast=fast), "val": metrics, "test": metrics,
+                  "environment": {"commit": "abc", "cpu": "x86", "cpu_threads": 1}, "seconds": 1.0, "history": []}
+        write_json(record, path)
+        return record
+
+    subset = dict(methods=["joint", "mlb"], fusions=["concat"], runner=runner, progress=False, log=lambda s: None)
+    whole = sweep("digits_av", tmp_path / "whole", **subset)
+    parts = [sweep("digits_av", tmp_path / f"shard{i}", shard=(i, 2), **subset) for i in range(2)]
+    assert sorted(map(str, parts[0]["done"] + parts[1]["done"])) == sorted(map(str, whole["done"]))
+    assert parts[0]["done"] and parts[1]["done"] and len(whole["done"]) == 6
+    assert main(["table", "summary", "digits_av", "--results", str(tmp_path / "whole"), "--out", str(tmp_path / "a.csv")]) == 0
+    assert main(["table", "summary", "digits_av", "--results", str(tmp_path / "shard0"), "--merge",
+                 str(tmp_path / "shard1"), "--out", str(tmp_path / "b.csv")]) == 0
+    a, b = (tmp_path / "a.csv").read_text(), (tmp_path / "b.csv").read_text()
+    assert a == b and "mlb" in a and ",3," in a                  # 3 seeds per cell
+
+
+def test_table_estimate_prints_rows_and_a_total_from_timed_steps(capsys):
+    """``table estimate`` times one step per cell on CPU (batch 2, scaled to the preset's) and bounds each row's
+    device-hours by its early stopping (CREMA-D: 100 epochs, 300 for MLB) and its 1500 epochs."""
+    assert main(["table", "estimate", "cremad_resnet18", "--methods", "mlb,unimodal_audio", "--fusions", "concat",
+                 "--steps", "1", "--batch", "2", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split()[:1] in (["mlb"], ["unimodal_audio"])}
+    assert set(rows) == {"mlb", "unimodal_audio"}
+    assert rows["mlb"][5] == "301-1500" and rows["unimodal_audio"][5] == "101-1500"
+    for row in rows.values():
+        assert float(row[2]) > 0 and row[3] == str(-(-4043 // 32)) and row[6] == "3"   # s/step, steps/epoch, runs
+        least, most = map(int, row[5].split("-"))
+        assert abs(float(row[8]) / float(row[7]) - most / least) < 0.05 * most / least
+    assert "total:" in out and "cpu-hours for 6 runs" in out

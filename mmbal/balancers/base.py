@@ -53,7 +53,7 @@ class Balancer:
                            for m in model.modalities}
 
     def state_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.stateful if hasattr(self, name)}
+        return {name: getattr(self, name) for name in ("epoch", *self.stateful) if hasattr(self, name)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name, value in state.items():

@@ -25,6 +25,7 @@ class MSLR(Balancer):
     """MSLR: per-modality rates init_m * (val acc / its recent mean), set per epoch. ``acts_on`` "gradient" multiplies
     the encoder gradients by the rate each step (the MLB code, the reference numbers); "update" scales the learning
     rate of encoder and fusion part, as a learning rate does (Adam cannot divide it out)."""
+    stateful = ("_k", "_k_trace")   # the epoch's rates (a run resumed mid-epoch does not recompute them)
 
     def __init__(self, *, init_scale: dict[str, float] | None = None, keep_memory: int = 5, acts_on: str = "update",
                  **base):

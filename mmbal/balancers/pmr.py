@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from mmbal.balancers.base import (BALANCERS, Balancer, EpochContext, finite, mean_of_others, require, stacked_scores)
-from mmbal.distributed import global_sum
+from mmbal.distributed import global_mean, global_sum
 
 
 def class_prototypes(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
@@ -89,6 +89,7 @@ class PMR(Balancer):
         logits = {m: prototype_logits(self.features(outputs["features"][m]), self.prototypes[m]) for m in names}
         scores = {m: global_sum(torch.softmax(logits[m].detach(), 1).gather(1, labels[:, None]).sum()) for m in names}
         rho, beta = pmr_weights(scores, self.alpha)
+        count = global_sum(torch.tensor(float(len(labels))))                      # the global batch size
         beta = beta if self.active else {m: torch.zeros_like(b) for m, b in beta.items()}
         total = losses["total"]
         self._trace = {}
@@ -100,7 +101,8 @@ class PMR(Balancer):
                 entropy = -(p * torch.log(p.clamp_min(1e-12))).sum(1).mean()
                 # Raise the leading modality's prototype entropy: slows its early convergence.
                 total = total - self.entropy_weight * (rho[m] > 1).float() * entropy
-            self._trace.update({f"score/{m}": scores[m] / len(labels), f"ratio/{m}": rho[m],
-                                f"coeff/{m}": beta[m], f"pce/{m}": pce.detach(),
-                                f"dist/{m}": -logits[m].detach().gather(1, labels[:, None]).mean()})
+            self._trace.update({f"score/{m}": scores[m] / count, f"ratio/{m}": rho[m],
+                                f"coeff/{m}": beta[m], f"pce/{m}": global_mean(pce.detach(), len(labels)),
+                                f"dist/{m}": global_mean(-logits[m].detach().gather(1, labels[:, None]).mean(),
+                                                         len(labels))})
         return {**losses, "total": total}

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from mmbal.distributed import rank, world_size
 from mmbal.registry import Registry
 
 DATASETS = Registry("dataset")
@@ -88,11 +89,33 @@ class EpochSampler(Sampler[int]):
         return iter(order.tolist())
 
 
+class EpochBatches(Sampler[list[int]]):
+    """Global batches of ``batch_size`` in EpochSampler's order, this rank's contiguous share of each (one process
+    with batch B and n ranks with B/n train on the same global batches); a last global batch smaller than the world
+    is dropped. ``skip`` leaves out the first batches of the next epoch served (a run resumed mid-epoch)."""
+
+    def __init__(self, dataset: MultimodalDataset, *, batch_size: int, seed: int):
+        self.order, self.batch_size, self.skip = EpochSampler(dataset, seed), batch_size, 0
+        self.rank, self.world = rank(), world_size()
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.order), self.batch_size)
+        return full + (rest >= self.world)             # rest 0 adds nothing: world >= 1
+
+    def __iter__(self):
+        order, (skip, self.skip) = list(self.order), (self.skip, 0)
+        for start in range(skip * self.batch_size, len(order), self.batch_size):
+            if len(chunk := order[start:start + self.batch_size]) >= self.world:
+                yield np.array_split(chunk, self.world)[self.rank].tolist()
+
+
 def make_loader(dataset: MultimodalDataset, *, batch_size: int, shuffle: bool, seed: int,
                 num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
     """A seeded DataLoader whose batches depend on (seed, epoch) only, whatever ``num_workers``. Workers are not
     persistent: each epoch's workers copy the dataset after ``set_epoch``, so re-pairing and seeded augmentation
-    reach them; a sample's randomness must come from (seed, epoch, index), never from a worker's RNG stream."""
-    return DataLoader(dataset, batch_size=batch_size, sampler=EpochSampler(dataset, seed) if shuffle else None,
-                      generator=torch.Generator().manual_seed(seed), num_workers=num_workers,
-                      pin_memory=pin_memory, drop_last=False, persistent_workers=False)
+    reach them; a sample's randomness must come from (seed, epoch, index), never from a worker's RNG stream.
+    Shuffled (training) loaders serve this rank's share of each global batch of ``batch_size`` (EpochBatches)."""
+    batches = {"batch_sampler": EpochBatches(dataset, batch_size=batch_size, seed=seed)} if shuffle else \
+        {"batch_size": batch_size}
+    return DataLoader(dataset, **batches, generator=torch.Generator().manual_seed(seed), num_workers=num_workers,
+                      pin_memory=pin_memory, persistent_workers=False)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from mmbal.data.base import MultimodalDataset
+from mmbal.data.base import DATASETS, DatasetSplits, MultimodalDataset
 
 
 def check_option(dataset: str, ok: bool, knob: str, valid: str, value: object) -> None:
@@ -30,3 +30,13 @@ class TensorSplit(MultimodalDataset):
 
     def labels(self) -> torch.Tensor:
         return self.targets
+
+
+@DATASETS.register("random_tensors")
+def random_tensors(*, seed: int, root: str | None = None, shapes: dict, sizes=(64, 16, 16),
+                   num_classes: int = 2) -> DatasetSplits:
+    """Standard-normal inputs of per-modality ``shapes`` with random labels: a table's tensors without its data
+    (timing only: ``mmbal table estimate``, bench/gpu_step.py)."""
+    g, names = torch.Generator().manual_seed(seed), [str(c) for c in range(num_classes)]
+    return DatasetSplits(*(TensorSplit({m: torch.randn(n, *shape, generator=g) for m, shape in shapes.items()},
+                                       torch.randint(num_classes, (n,), generator=g), class_names=names) for n in sizes))
