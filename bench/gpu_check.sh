@@ -8,7 +8,7 @@
 set -euo pipefail
 cache=$1 out=$2 device=${DEVICE:-cuda} py=${PY:-python3}
 mkdir -p "$out"
-export PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}   # mmbal from this checkout, installed or not
 $py bench/gpu_step.py --tables cremad_resnet18 --device "$device" --steps "${STEPS:-20}" --warmup "${WARMUP:-5}" ${COMPILE---compile} \
     --cache "$cache" --workers 0,4,8 --loader-batches 5 2>&1 | grep --line-buffered -v Warning | tee "$out/bench.txt"
 train=(-m mmbal train --dataset cremad --data-root "$cache" --data-opt fold=0 --encoder resnet18 --balancer mlb
