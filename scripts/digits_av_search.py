@@ -1,0 +1,176 @@
+"""Digits-AV v2 design search (issue 15): the pre-registered candidates of
+book/results/digits_av_v2/criteria.md, measured on the data and the baselines only.
+
+Each task trains one baseline of one candidate and seed and writes its measurements to
+<out>/runs/<candidate>/<seed>_<task>.json (resumable: a finished task is skipped):
+
+  uni         unimodal audio + video and their ensemble (the `ensemble` regime), linear probes of both encoders
+  joint       joint training, fused accuracy and the linear probes of both encoders
+  multi_loss  multi-loss, fused accuracy
+  joint_2x, multi_loss_2x   the same at twice the epochs (convergence)
+  mmcosine    MMCosine's mean pairwise cosine of different test samples' features (its accuracy is not kept)
+
+Screening (criteria 1-3) runs uni, joint and multi_loss on 3 seeds; a candidate passing them gets every task on
+5 seeds. No balancer other than MMCosine's collapse statistic is ever run here.
+
+    python scripts/digits_av_search.py --candidates c00,c01 --jobs 2
+    python scripts/digits_av_search.py --summarise            # rewrite candidates.csv from the run files
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mmbal.experiments import run
+from mmbal.models import UnimodalModel
+from mmbal.presets import get_preset
+from mmbal.probe import linear_probe
+from mmbal.train import Trained
+
+OUT = Path("book/results/digits_av_v2")
+SCREEN_SEEDS, ALL_SEEDS = (109, 19, 337), (109, 19, 337, 0, 1)
+SCREEN_TASKS = ("uni", "joint", "multi_loss")
+ALL_TASKS = SCREEN_TASKS + ("joint_2x", "multi_loss_2x", "mmcosine")
+# id -> changes from the digits_av preset: data options, encoder options, optim fields (criteria.md, in order)
+F15, N15 = {"audio_uninformative_frac": 0.15}, {"audio_uninformative_frac": 0.15, "image_noise": 1.5}
+CANDIDATES = {
+    "c00": ({}, {}, {}),
+    "c01": (F15, {}, {}),
+    "c02": (N15, {}, {}),
+    "c03": ({"audio_uninformative_frac": 0.1, "image_noise": 1.5}, {}, {}),
+    "c04": (F15, {"norm": "batch"}, {}),
+    "c05": (N15, {"norm": "batch"}, {}),
+    "c06": (F15, {}, {"epochs": 40}),
+    "c07": (N15, {"norm": "batch"}, {"epochs": 40}),
+    "c08": ({**N15, "audio_speed_jitter": 0.1}, {}, {}),
+    "c09": ({"audio_uninformative_frac": 0.2, "image_noise": 2.0, "frames": 5}, {}, {}),
+    "c10": (N15, {"width": 8}, {}),
+    "c11": (N15, {}, {"lr": 0.003, "epochs": 40}),
+}
+METHOD = {"uni": "ensemble", "joint": "joint", "multi_loss": "multi_loss", "joint_2x": "joint",
+          "multi_loss_2x": "multi_loss", "mmcosine": "mmcosine"}
+
+
+def candidate_config(candidate: str, task: str, seed: int):
+    """The RunConfig of one task: the digits_av cell of its method with the candidate's changes."""
+    data, encoder, optim = CANDIDATES[candidate]
+    cfg = get_preset("digits_av").run_config(METHOD[task], seed=seed, device="cpu")
+    optim = {**optim, "epochs": optim.get("epochs", cfg.optim.epochs) * (2 if task.endswith("_2x") else 1)}
+    return replace(cfg, data=replace(cfg.data, options={**cfg.data.options, **data}),
+                   model=replace(cfg.model, encoder_options={**cfg.model.encoder_options, **encoder}),
+                   optim=replace(cfg.optim, **optim))
+
+
+def pairwise_cos(x: torch.Tensor) -> float:
+    """Mean cosine between different rows of x (N, D)."""
+    xn = torch.nn.functional.normalize(x, dim=1)
+    return float(((xn @ xn.T).sum() - len(x)) / (len(x) * (len(x) - 1)))
+
+
+def measure(candidate: str, task: str, seed: int) -> dict:
+    """Train one task and return its measurements (accuracies and probes in %)."""
+    torch.set_num_threads(1)
+    out = run(candidate_config(candidate, task, seed))
+    rec, trained, pct = out.record, out.trained, lambda v: round(100 * v, 2)
+    row = {"candidate": candidate, "task": task, "seed": seed, "seconds": round(rec["seconds"], 1),
+           "commit": rec["environment"]["commit"], "epochs": rec["config"]["optim"]["epochs"]}
+    if task == "mmcosine":                                   # collapse statistic only; its accuracy is not kept
+        features, _ = trained.predict("test", key="features")
+        return row | {f"cos_{m}": round(pairwise_cos(f), 4) for m, f in features.items()}
+    row["fused"] = pct(rec["test"]["mm"]["accuracy"])
+    if task == "uni":
+        members = trained.model.members                       # {modality: UnimodalModel}
+        row |= {m: pct(rec["members"][m]["test"]["mm"]["accuracy"]) for m in members}
+        for m, model in members.items():
+            probe = linear_probe(Trained(model, trained.loaders, trained.device, model), [m])
+            row[f"probe_{m}"] = pct(probe[m]["test_accuracy"])
+    elif task == "joint":
+        row |= {f"probe_{m}": pct(p["test_accuracy"]) for m, p in linear_probe(trained, ["audio", "video"]).items()}
+    return row
+
+
+def run_task(args: tuple[str, str, int, Path]) -> str:
+    candidate, task, seed, folder = args
+    path = folder / "runs" / candidate / f"{seed}_{task}.json"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(measure(candidate, task, seed), indent=1))
+    return str(path)
+
+
+def load_runs(folder: Path = OUT) -> pd.DataFrame:
+    return pd.DataFrame([json.loads(p.read_text()) for p in sorted((folder / "runs").glob("*/*.json"))])
+
+
+def criteria(runs: pd.DataFrame, candidate: str, seeds=ALL_SEEDS) -> dict:
+    """The five criteria of criteria.md for one candidate on ``seeds`` (NaN where a task is missing)."""
+    df = runs[(runs.candidate == candidate) & runs.seed.isin(seeds)]
+
+    def col(task, name):
+        values = df[df.task == task][name].dropna() if name in df else pd.Series(dtype=float)
+        return values.to_numpy(float) if len(values) == len(seeds) else np.full(len(seeds), np.nan)
+
+    std = lambda x: float(np.std(x, ddof=1))
+    audio, video, ens = col("uni", "audio"), col("uni", "video"), col("uni", "fused")
+    p_alone, p_joint = col("uni", "probe_video"), col("joint", "probe_video")
+    gap = p_alone.mean() - p_joint.mean()
+    out = {"n_seeds": len(seeds), "audio": audio.mean(), "video": video.mean(), "ensemble": ens.mean(),
+           "probe_video_alone": p_alone.mean(), "probe_video_joint": p_joint.mean(),
+           "dominance": audio.mean() - video.mean(), "complementarity": ens.mean() - max(audio.mean(), video.mean()),
+           "suppression": gap, "suppression_2std": 2 * max(std(p_alone), std(p_joint))}
+    out["pass_1"], out["pass_2"] = out["dominance"] >= 5, out["complementarity"] >= 5
+    out["pass_3"] = gap >= 5 and gap >= out["suppression_2std"]
+    for task in ("joint", "multi_loss"):
+        acc, acc2 = col(task, "fused"), col(f"{task}_2x", "fused")
+        out |= {task: acc.mean(), f"{task}_std": std(acc), f"{task}_2x": acc2.mean()}
+    out["pass_4"] = all(abs(out[f"{t}_2x"] - out[t]) < out[f"{t}_std"] for t in ("joint", "multi_loss"))
+    cos = [col("mmcosine", f"cos_{m}") for m in ("audio", "video")]
+    out["max_cos"] = float(np.max(cos)) if not np.isnan(cos).any() else np.nan
+    out["pass_5"] = bool(out["max_cos"] < 0.99)
+    return out
+
+
+def summarise(folder: Path = OUT) -> pd.DataFrame:
+    """candidates.csv: one row per candidate and stage (screen: 3 seeds, full: 5) with every measurement."""
+    runs, rows = load_runs(folder), []
+    for candidate in CANDIDATES:
+        for stage, seeds in (("screen", SCREEN_SEEDS), ("full", ALL_SEEDS)):
+            have = runs[(runs.candidate == candidate) & runs.seed.isin(seeds)] if len(runs) else runs
+            if len(have) and set(have.seed) == set(seeds):
+                data, encoder, optim = CANDIDATES[candidate]
+                changes = json.dumps({**data, **encoder, **optim}, sort_keys=True)
+                rows.append({"candidate": candidate, "stage": stage, "changes": changes,
+                             **criteria(runs, candidate, seeds)})
+    table = pd.DataFrame(rows).round(2)
+    table.to_csv(folder / "candidates.csv", index=False)
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--candidates", default=",".join(CANDIDATES))
+    parser.add_argument("--stage", choices=("screen", "full"), default="screen")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--summarise", action="store_true", help="only rewrite candidates.csv")
+    args = parser.parse_args()
+    if not args.summarise:
+        seeds, tasks = (SCREEN_SEEDS, SCREEN_TASKS) if args.stage == "screen" else (ALL_SEEDS, ALL_TASKS)
+        todo = [(c, t, s, args.out) for c in args.candidates.split(",") for s in seeds for t in tasks]
+        start = time.perf_counter()
+        with ProcessPoolExecutor(args.jobs) as pool:
+            for done in pool.map(run_task, todo):
+                print(done, f"{time.perf_counter() - start:.0f} s", flush=True)
+    print(summarise(args.out).to_string())
+
+
+if __name__ == "__main__":
+    main()
