@@ -25,7 +25,7 @@ from mmbal.balancers import BALANCERS
 from mmbal.balancers.base import Balancer, EpochContext
 from mmbal.config import OptimConfig, RunConfig
 from mmbal.distributed import global_sum, is_main, local_rank, world_size, wrap
-from mmbal.data.base import DatasetSplits, make_loader
+from mmbal.data.base import DatasetSplits, holdout_split, make_loader
 from mmbal.metrics import head_metrics
 from mmbal.models import build_model
 from mmbal.objectives import OBJECTIVES
@@ -151,6 +151,7 @@ class Trainer:
         self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True   # fixed input shapes: pick the fastest convolution once
+        splits, held_out = holdout_split(splits, balancer.holdout, seed)    # a part of train the balancer keeps out
         self.objective, self.balancer, self.splits = objective, balancer, splits
         self.optim_cfg, self.seed, self.progress = optim, seed, progress
         self.amp = amp and self.device.type == "cuda"
@@ -160,7 +161,8 @@ class Trainer:
         loader = partial(make_loader, seed=seed, num_workers=num_workers, pin_memory=self.device.type == "cuda")
         self.loaders = {"train": loader(splits.train, batch_size=batch_size, shuffle=True),
                         "val": loader(splits.val, batch_size=2 * batch_size, shuffle=False),
-                        "test": loader(splits.test, batch_size=2 * batch_size, shuffle=False)}
+                        "test": loader(splits.test, batch_size=2 * batch_size, shuffle=False),
+                        **({"holdout": loader(held_out, batch_size=2 * batch_size, shuffle=False)} if held_out else {})}
         self.objective.configure(self.model)
         self.optimizer = build_optimizer(self.model, optim)
         self.balancer.setup(self.model, self.optimizer)
@@ -259,7 +261,7 @@ class Trainer:
         for epoch in tqdm(range(state["epoch"], self.optim_cfg.epochs), desc="training", disable=not self.progress):
             if resumed is None:                     # a run resumed mid-epoch already started this epoch
                 ctx = EpochContext(epoch=epoch, model=self.model, train_loader=self.loaders["train"],
-                                   device=self.device, history=history)
+                                   device=self.device, history=history, holdout_loader=self.loaders.get("holdout"))
                 state["balancer_epoch"] = {k: float(v) for k, v in self.balancer.begin_epoch(ctx).items()}
             try:
                 train_stats = self._train_epoch(epoch, resumed)

@@ -24,6 +24,7 @@ class EpochContext:
     train_loader: Any
     device: torch.device
     history: list = field(default_factory=list)  # per-epoch records so far (val metrics, ...)
+    holdout_loader: Any = None   # the held-out part of the training set, for a balancer with ``holdout`` > 0
 
 
 class Balancer:
@@ -33,6 +34,7 @@ class Balancer:
     objective = "joint"                    # the objective the method is defined with in its paper
     acts_on_choices = ACTS_ON
     stateful: tuple[str, ...] = ()         # attributes a checkpoint saves (running means, prototypes, histories)
+    holdout: float = 0.0                   # fraction of the training set the trainer keeps out of training for it
 
     def __init__(self, *, acts_on: str = "gradient", start_epoch: int = 0, end_epoch: int | None = None):
         name = type(self).__name__

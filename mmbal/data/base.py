@@ -64,6 +64,34 @@ class DatasetSplits:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
 
 
+class SubsetSplit(MultimodalDataset):
+    """Rows ``index`` of a split; ``set_epoch`` reaches the parent (its re-pairing and augmentation)."""
+
+    def __init__(self, parent: MultimodalDataset, index: list[int]):
+        self.parent, self.index = parent, index
+        self.modalities, self.num_classes, self.class_names = parent.modalities, parent.num_classes, parent.class_names
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.parent[self.index[i]]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self.parent.set_epoch(epoch)
+
+
+def holdout_split(splits: DatasetSplits, fraction: float, seed: int) -> tuple[DatasetSplits, SubsetSplit | None]:
+    """(splits whose train keeps 1 - ``fraction`` of the training set, the held-out rest), drawn by ``seed``."""
+    if not fraction:
+        return splits, None
+    order = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(seed)).tolist()
+    n = max(1, round(fraction * len(order)))
+    parts = (SubsetSplit(splits.train, sorted(rows)) for rows in (order[n:], order[:n]))
+    return DatasetSplits(next(parts), splits.val, splits.test), next(parts)
+
+
 class EpochSampler(Sampler[int]):
     """Epoch e's order from (seed, e) alone (e from ``set_epoch``), whatever the worker count or a dropped iterator.
     It replays the committed results' single-process ``DataLoader(shuffle=True, generator=Generator(seed))`` stream:
