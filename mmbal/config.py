@@ -5,7 +5,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
-OPTIMIZERS, SCHEDULES = ("sgd", "adam", "adamw"), ("cosine", "constant")
+OPTIMIZERS, SCHEDULES = ("sgd", "adam", "adamw"), ("cosine", "constant", "cosine_restarts")
 
 
 @dataclass
@@ -47,15 +47,18 @@ class OptimConfig:
     momentum: float = 0.9          # sgd only
     betas: tuple[float, float] = (0.9, 0.999)  # adam / adamw
     weight_decay: float = 1e-4
-    schedule: str = "cosine"       # cosine | constant
-    warmup_steps: int = 0
+    schedule: str = "cosine"       # cosine | constant | cosine_restarts (MLB code: warm-up, then warm restarts)
+    warmup_steps: int = 0          # cosine, constant: linear ramp; cosine_restarts: base lr held (MLB code)
+    restart_period: int = 4        # cosine_restarts: T_0 steps of the first cosine window
+    restart_mult: int = 2          # cosine_restarts: T_mult, each window this many times longer
     epochs: int = 20
     grad_clip: float | None = None
     early_stop: int | None = None  # epochs without val improvement before stopping
 
     def __post_init__(self):
         check_ranges(self, lr="positive", momentum="fraction", betas="fractions", weight_decay="non-negative",
-                     warmup_steps="index", epochs="count", grad_clip="positive?", early_stop="count?")
+                     warmup_steps="index", epochs="count", restart_period="count", restart_mult="count",
+                     grad_clip="positive?", early_stop="count?")
         for kind, value, valid in (("optimizer", self.name, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES)):
             if value not in valid:
                 raise ValueError(f"unknown {kind} {value!r}; valid: {', '.join(valid)}")

@@ -43,6 +43,7 @@ class Method:
     regime: str | None = None
     regime_options: Mapping[str, Any] = field(default_factory=dict)
     optim: Mapping[str, Any] = field(default_factory=dict)          # per-method OptimConfig overrides
+    encoder_options: Mapping[str, Any] = field(default_factory=dict)  # per-method encoder overrides
 
 
 ROWS: dict[str, Method] = {name: Method(**spec) for name, spec in _DATA["rows"].items()}   # the paper's rows
@@ -62,6 +63,7 @@ class Preset:
     ablation: Mapping[str, tuple[str, ...]] = field(default_factory=dict)   # extra fusion -> its rows
     fusion_options: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)  # fusion->row->options
     batch_size: int = 32
+    select_head: str = "mm"                            # head whose val accuracy selects the epoch
     seeds: tuple[int, ...] = PAPER_SEEDS
     fold_option: str | None = None                     # dataset option naming the fold/split
     folds: tuple[Any, ...] | None = None               # folds[i] goes with seeds[i]
@@ -113,11 +115,13 @@ class Preset:
         return RunConfig(
             data=DataConfig(name=self.dataset, root=data_root, options={**self.data_options, **fold},
                             batch_size=self.batch_size),
-            model=ModelConfig(encoder=self.encoder, fusion=fusion, encoder_options=dict(self.encoder_options),
+            model=ModelConfig(encoder=self.encoder, fusion=fusion,
+                              encoder_options={**self.encoder_options, **spec.encoder_options},
                               fusion_options=dict(self.fusion_model_options.get(fusion, {}))),
             objective=ObjectiveConfig(name=spec.objective),
             balancer=BalancerConfig(name=spec.balancer, options=resolved_options(spec.balancer, spec.options)),
             optim=replace(self.optim, **optim), seed=seed, device=device, fast=fast, progress=progress,
+            select_head=self.select_head,
             regime=spec.regime, regime_options=dict(spec.regime_options))
 
     def hyperparameters(self) -> pd.DataFrame:
@@ -133,18 +137,20 @@ class Preset:
 
     def _entries(self) -> list[tuple[str, str, str, Any, str | None]]:
         """(method, fusion, parameter, value, path in presets.yaml; None for a balancer default)."""
-        out = [("all", "all", p, getattr(self, p), p) for p in ("batch_size", "seeds")]
+        out = [("all", "all", p, getattr(self, p), p) for p in ("batch_size", "select_head", "seeds")]
         out += [("all", "all", self.fold_option, self.folds, "folds")] if self.fold_option is not None else []
-        unused = "optim.betas" if self.optim.name == "sgd" else "optim.momentum"
+        unused = {"optim.betas" if self.optim.name == "sgd" else "optim.momentum"} | (
+            set() if self.optim.schedule == "cosine_restarts" else {"optim.restart_period", "optim.restart_mult"})
         groups = {"optim": asdict(self.optim), "data_options": self.data_options,
                   "encoder_options": self.encoder_options, "fusion_model_options": self.fusion_model_options}
         out += [("all", "all", f"{g}.{k}", v, f"{g}.{k}") for g, values in groups.items() for k, v in values.items()
-                if f"{g}.{k}" != unused]
+                if f"{g}.{k}" not in unused]
         for name, m in self.methods.items():
             kind = " + ".join(x for x in (m.objective, m.balancer) if x != "none")
             regime = f"regime {m.regime}" + (f" ({_fmt(m.regime_options)})" if m.regime_options else "")
             out.append((name, "all", "method", regime if m.regime else kind, f"methods.{name}"))
-            out += [(name, "all", f"optim.{k}", v, f"methods.{name}.optim.{k}") for k, v in m.optim.items()]
+            out += [(name, "all", f"{g}.{k}", v, f"methods.{name}.{g}.{k}") for g in ("optim", "encoder_options")
+                    for k, v in getattr(m, g).items()]
             options = resolved_options(m.balancer, m.options) if m.balancer != "none" else m.options
             out += [(name, "all", k, v, f"methods.{name}.options.{k}" if k in m.options else None)
                     for k, v in options.items()]

@@ -69,7 +69,14 @@ def build_optimizer(model, cfg: OptimConfig) -> torch.optim.Optimizer:
 
 
 def scheduled_lr(cfg: OptimConfig, step: int, total_steps: int) -> float:
-    """Linear warm-up for ``warmup_steps``, then constant or cosine decay to 0 at the last step."""
+    """Linear warm-up for ``warmup_steps``, then constant or cosine decay to 0 at the last step; or, for
+    ``cosine_restarts`` (MLB code: WarmupScheduler + CosineAnnealingWarmRestarts stepped with the global step),
+    the base lr for ``warmup_steps``, then windows of T_0 * T_mult^n steps counted from step 0."""
+    if cfg.schedule == "cosine_restarts":
+        t, period = step, cfg.restart_period                 # T_cur, T_i: find the window holding ``step``
+        while t >= period:
+            t, period = t - period, period * cfg.restart_mult
+        return cfg.lr if step < cfg.warmup_steps else cfg.lr * 0.5 * (1.0 + math.cos(math.pi * t / period))
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     if cfg.schedule == "constant":

@@ -18,7 +18,7 @@ def test_cremad_resnet_mlb_is_the_run_sh_recipe():
     assert (cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay) == ("adam", 1e-3, 1e-4)
     assert cfg.data.batch_size == 32 and cfg.optim.early_stop == 300 and cfg.optim.epochs == 1500
     assert (cfg.data.name, cfg.model.encoder, cfg.model.fusion) == ("cremad", "resnet18", "concat")
-    assert cfg.data.options == {"fold": 0}
+    assert cfg.data.options == {"fold_set": "mlb", "fold": 0}
     # beta per fusion (run.sh): Mid-MLP 5, FiLM 20; other methods keep the CREMA-D early stop 100
     assert get_preset("cremad_resnet18").run_config("mlb", "mlp").balancer.options["beta_max"] == 5.0
     assert get_preset("cremad_resnet18").run_config("mlb", "film").balancer.options["beta_max"] == 20.0
@@ -44,7 +44,7 @@ def test_conformer_and_digits_presets():
     conf = get_preset("cremad_conformer").run_config("mlb", seed=337)
     assert (conf.optim.lr, conf.optim.weight_decay, conf.data.batch_size) == (5e-5, 5e-6, 8)
     assert conf.balancer.options["alpha"] == 5.0 and conf.balancer.options["beta_max"] is None
-    assert conf.data.options == {"inputs": "features", "fold": 2}
+    assert conf.data.options == {"fold_set": "mlb", "inputs": "features", "fold": 2}
     assert conf.optim.betas == (0.9, 0.999)
     assert get_preset("cremad_conformer").run_config("joint").optim.betas == (0.95, 0.999)
     assert conf.model.encoder == "sequence_conformer"                     # the paper's inputs: wav2vec 2.0 / faces
@@ -58,7 +58,7 @@ def test_conformer_and_digits_presets():
 
 def test_every_preset_loads_and_every_cell_builds_a_valid_config():
     assert list(PRESETS) == ["cremad_resnet18", "cremad_conformer", "cremad_conformer_spectrogram", "ave_resnet18",
-                             "ucf101_resnet18", "digits_av", "digits_av_optim"]
+                             "ucf101_resnet18", "digits_av", "digits_av_optim", "digits_av_mmcosine"]
     for preset in PRESETS.values():
         for method, fusion in preset.cells():
             for seed in preset.seeds:
@@ -84,12 +84,12 @@ def test_hyperparameter_table_names_a_source_for_every_value():
 
     assert cell("mlb", "all", "alpha") == ("0.5", "the MLB code's run.sh (IJCV-era)")
     assert cell("mlb", "film", "beta_max") == ("20.0", "the MLB code's run.sh (IJCV-era)")
-    assert cell("mlb", "all", "optim.early_stop") == ("300", "the MLB code's configs")
+    assert cell("mlb", "all", "optim.early_stop") == ("300", "the MLB code's IJCV-era configs")
     assert cell("pmr", "all", "alpha") == ("1.75", "the MLB code's BMVC-era configs")
     assert cell("pmr", "all", "refresh_fraction") == ("0.1", DEFAULT_SOURCE)
     assert cell("mslr", "all", "init_scale")[0] == "audio 0.7, video 1.3"
-    assert cell("all", "all", "fold") == ("0, 1, 2", "the MLB code's main.py (its three runs)")
-    assert cell("all", "all", "optim.schedule")[1].startswith("this book's choice")
+    assert cell("all", "all", "fold")[0] == "0, 1, 2" and "main.py" in cell("all", "all", "fold")[1]
+    assert cell("all", "all", "optim.schedule")[0] == "cosine_restarts"      # more in tests/test_protocols.py
     assert cell("unimodal_audio", "all", "method")[0] == "regime unimodal (modality audio)"
     assert ("all", "all", "optim.momentum") not in hp.index                      # Adam: no momentum row
     optim = get_preset("digits_av_optim").hyperparameters().set_index(["method", "fusion", "parameter"])
