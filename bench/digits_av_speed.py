@@ -1,0 +1,74 @@
+"""Where a Digits-AV run spends its time, and per-run seconds of one setting against another as a ratio.
+
+Profiles one cell (cProfile, 1 torch thread) and splits its wall time into: data pairing / augmentation
+(re-drawing pairs, frames, noise and spectrograms each epoch), the training steps' forward pass, backward
+pass and optimizer step, evaluation (val + test every epoch), and the rest (trace, bookkeeping). Then times
+a full run of the ``before`` and ``after`` settings and prints after / before.
+
+    python bench/digits_av_speed.py                                    # digits_av joint vs width-8 encoders, 20 epochs
+    python bench/digits_av_speed.py --after-encoder-opt norm=batch --after-data-opt audio_uninformative_frac=0.15
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import time
+from dataclasses import replace
+
+import torch
+
+from mmbal.experiments import run
+from mmbal.presets import get_preset
+
+# (label, file suffix, function name contains); the model forward counts training and evaluation passes
+PARTS = (("data pairing / augmentation", "digits_av.py", "_draw"), ("training steps", "train.py", "_step"),
+         ("  backward", "", "run_backward"), ("  optimizer step", "sgd.py", "step"),
+         ("evaluation (val + test, every epoch)", "train.py", "evaluate"))
+
+
+def config(method: str, epochs: int, data: dict, encoder: dict, seed: int = 109):
+    cfg = get_preset("digits_av").run_config(method, seed=seed, epochs=epochs, device="cpu")
+    return replace(cfg, data=replace(cfg.data, options={**cfg.data.options, **data}),
+                   model=replace(cfg.model, encoder_options={**cfg.model.encoder_options, **encoder}))
+
+
+def profile(cfg) -> None:
+    """Print the wall time of one run split into PARTS (cumulative cProfile times; the rest is the remainder)."""
+    prof = cProfile.Profile()
+    start = time.perf_counter()
+    prof.runcall(run, cfg)
+    wall = time.perf_counter() - start
+    stats = pstats.Stats(prof).stats                            # (file, line, name) -> (cc, nc, tt, ct, callers)
+    print(f"profile of {cfg.optim.epochs} epochs, {cfg.objective.name}: {wall:.1f} s wall")
+    for label, suffix, name in PARTS:
+        seconds = max((v[3] for (f, _, n), v in stats.items() if name in n and f.endswith(suffix)), default=0.0)
+        print(f"  {label:30s} {seconds:6.2f} s  {100 * seconds / wall:5.1f} %")
+    top = sorted(((v[2], n) for (_, _, n), v in stats.items()), reverse=True)[:6]
+    print("  largest own times: " + ", ".join(f"{n} {t:.2f} s" for t, n in top))
+
+
+def kv(pairs: list[str]) -> dict:
+    return {k: (int(v) if v.isdigit() else float(v) if v.replace(".", "", 1).isdigit() else v)
+            for k, v in (p.split("=", 1) for p in pairs)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", default="joint")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--profile-epochs", type=int, default=3)
+    parser.add_argument("--after-data-opt", nargs="*", default=[])
+    parser.add_argument("--after-encoder-opt", nargs="*", default=["width=8"])
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    profile(config(args.method, args.profile_epochs, {}, {}))
+    seconds = {}
+    for label, data, encoder in (("before", {}, {}), ("after", kv(args.after_data_opt), kv(args.after_encoder_opt))):
+        seconds[label] = run(config(args.method, args.epochs, data, encoder)).record["seconds"]
+        print(f"{label}: {data | encoder or 'digits_av'}: {seconds[label]:.1f} s per run ({args.epochs} epochs)")
+    print(f"after / before = {seconds['after'] / seconds['before']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
