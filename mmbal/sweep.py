@@ -213,6 +213,12 @@ def papermill_runner(template: str | Path) -> Callable[..., dict]:
     return runner
 
 
+def shapes_key(preset: Preset) -> str:
+    """The ``dataset_shapes`` entry of a preset: its dataset, or ``dataset/inputs`` for pre-extracted features."""
+    inputs = preset.data_options.get("inputs", "media")
+    return preset.dataset if inputs == "media" else f"{preset.dataset}/{inputs}"
+
+
 def estimate(preset: str | Preset, *, steps: int = 3, batch: int | None = None, methods=None, fusions=None,
              device: str = "auto") -> pd.DataFrame:
     """Per cell: one epoch of ``steps`` steps of its configuration, timed on random tensors of the table's shapes
@@ -220,7 +226,7 @@ def estimate(preset: str | Preset, *, steps: int = 3, batch: int | None = None, 
     test in their share of the data), -> seconds per epoch and the device-hours of all its seeds, from the
     early-stopping bound (early_stop + 1 epochs) to the preset's epochs. Regimes time every model they train."""
     preset = get_preset(preset)
-    data = DATASET_SHAPES[preset.dataset]
+    data = DATASET_SHAPES[shapes_key(preset)]
     train, val, test = data["sizes"]
     full, small = preset.batch_size, batch or preset.batch_size
     rows = []

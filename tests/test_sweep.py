@@ -9,8 +9,8 @@ import pytest
 from mmbal.cli import main
 from mmbal.config import OptimConfig
 from mmbal.experiments import read_json, write_json
-from mmbal.presets import ROWS, Preset, get_preset
-from mmbal.sweep import (TRACE_POINTS, Cell, cell_status, grid, parse_shard, result_path, run_cell,
+from mmbal.presets import DATASET_SHAPES, PRESETS, ROWS, Preset, get_preset
+from mmbal.sweep import (TRACE_POINTS, Cell, cell_status, grid, parse_shard, result_path, run_cell, shapes_key,
                          subsample_trace, sweep)
 from mmbal.tables import ece_from_bins
 
@@ -209,3 +209,10 @@ def test_table_estimate_prints_rows_and_a_total_from_timed_steps(capsys):
         least, most = map(int, row[5].split("-"))
         assert abs(float(row[8]) / float(row[7]) - most / least) < 0.05 * most / least
     assert "total:" in out and "cpu-hours for 6 runs" in out
+
+
+def test_every_preset_has_the_input_shapes_its_estimate_times():
+    """The Conformer preset reads pre-extracted (frames, features) sequences, not spectrograms and frames."""
+    assert {name: shapes_key(get_preset(name)) in DATASET_SHAPES for name in PRESETS} == dict.fromkeys(PRESETS, True)
+    assert DATASET_SHAPES[shapes_key(get_preset("cremad_conformer"))]["shapes"] == {"audio": [250, 1024],
+                                                                                    "video": [150, 1408]}
