@@ -158,13 +158,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--candidates", default=",".join(CANDIDATES))
     parser.add_argument("--stage", choices=("screen", "full"), default="screen")
+    parser.add_argument("--tasks", default=None, help="comma-separated subset of the stage's tasks (default: all)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--summarise", action="store_true", help="only rewrite candidates.csv")
     args = parser.parse_args()
     if not args.summarise:
         seeds, tasks = (SCREEN_SEEDS, SCREEN_TASKS) if args.stage == "screen" else (ALL_SEEDS, ALL_TASKS)
-        todo = [(c, t, s, args.out) for c in args.candidates.split(",") for s in seeds for t in tasks]
+        tasks = args.tasks.split(",") if args.tasks else tasks
+        todo = [(c, t, s, args.out) for c in args.candidates.split(",") for t in tasks for s in seeds]
         start = time.perf_counter()
         with ProcessPoolExecutor(args.jobs) as pool:
             for done in pool.map(run_task, todo):
