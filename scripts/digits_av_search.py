@@ -54,6 +54,12 @@ CANDIDATES = {
     "c09": ({"audio_uninformative_frac": 0.2, "image_noise": 2.0, "frames": 5}, {}, {}),
     "c10": (N15, {"width": 8}, {}),
     "c11": (N15, {}, {"lr": 0.003, "epochs": 40}),
+    # criteria.md, addendum 1
+    "c12": ({"audio_uninformative_frac": 0.05, "image_noise": 1.5}, {}, {}),
+    "c13": ({"audio_uninformative_frac": 0.0, "image_noise": 1.5}, {}, {}),
+    "c14": ({"audio_uninformative_frac": 0.1, "image_noise": 2.0, "frames": 1}, {}, {}),
+    "c15": ({"audio_uninformative_frac": 0.1, "image_noise": 1.5}, {}, {"lr": 0.03}),
+    "c16": ({"audio_uninformative_frac": 0.1, "image_noise": 1.5}, {"norm": "batch"}, {"epochs": 40}),
 }
 METHOD = {"uni": "ensemble", "joint": "joint", "multi_loss": "multi_loss", "joint_2x": "joint",
           "multi_loss_2x": "multi_loss", "mmcosine": "mmcosine"}
