@@ -44,7 +44,7 @@ def test_grid_and_shards_partition_the_table():
     assert set.union(*shards) == set(cells) and sum(len(s) for s in shards) == len(cells)
     assert len(grid(TINY, fast=True)) == 5                       # FAST: first seed only
     assert {c.fusion for c in grid(TINY, fusions=["sum"])} == {"sum"}
-    assert len(grid("digits_av")) == (14 + 5 * 3) * 3             # 14 rows + 5 ablation fusions x 3 rows
+    assert len(grid("digits_av")) == (18 + 5 * 3) * 3             # 18 rows + 5 ablation fusions x 3 rows
     assert {(c.method, c.fusion) for c in grid("digits_av", fusions=["transformer"])} == \
         {(m, "transformer") for m in ("joint", "multi_loss", "mlb")}
     assert parse_shard("1/4") == (1, 4)
@@ -111,7 +111,7 @@ def test_cli_dry_run_and_run_validation(tmp_path, capsys):
     assert main(["sweep", "--table", "digits_av", "--dry-run", "--results", str(tmp_path),
                  "--shard", "1/2"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 87 // 2 and all(line.startswith("todo") for line in lines)
+    assert len(lines) == 99 // 2 and all(line.startswith("todo") for line in lines)
     assert main(["table", "sweep", "digits_av", "--dry-run", "--results", str(tmp_path), "--shard", "1/2"]) == 0
     assert capsys.readouterr().out.strip().splitlines() == lines          # the old spelling is an alias
     assert main(["table", "show", "cremad_resnet18"]) == 0
