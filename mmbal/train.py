@@ -335,6 +335,7 @@ class Trainer:
         self.run_state = dict(ckpt["run"], trace={k: v.tolist() for k, v in ckpt["run"]["trace"].items()})
         return on_device(ckpt["partial"])
 
+
 def seeded_model(cfg: RunConfig, splits: DatasetSplits):
     """The model of ``cfg``, built right after ``torch.manual_seed(cfg.seed)``: a seed gives its weights."""
     torch.manual_seed(cfg.seed)

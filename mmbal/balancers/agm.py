@@ -113,11 +113,14 @@ class AGM(Balancer):
         self._trace = trace_of(names, score=scores, ratio=ratios, target=targets, coeff=coeffs)
         return outputs
 
+    def setup(self, model, optimizer) -> None:
+        super().setup(model, optimizer)
+        self._fusion_weights = [p for name, p in model.fusion.named_parameters() if name != "bias"]   # clip check
+
     def after_backward(self, model, outputs, labels):
         """The AGM code's clip: total gradient norm to 1 when a fusion gradient (not the late sum's bias) exceeds 1."""
         if self.clip_on_fusion_grad:
-            peaks = [p.grad.abs().max() for name, p in model.fusion.named_parameters()
-                     if name != "bias" and p.grad is not None]
+            peaks = [p.grad.abs().max() for p in self._fusion_weights if p.grad is not None]
             clip = bool(peaks) and bool(torch.stack(peaks).max() > 1.0)                 # any |g| > 1
             if clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
