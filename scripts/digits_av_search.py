@@ -60,6 +60,12 @@ CANDIDATES = {
     "c14": ({"audio_uninformative_frac": 0.1, "image_noise": 2.0, "frames": 1}, {}, {}),
     "c15": ({"audio_uninformative_frac": 0.1, "image_noise": 1.5}, {}, {"lr": 0.03}),
     "c16": ({"audio_uninformative_frac": 0.1, "image_noise": 1.5}, {"norm": "batch"}, {"epochs": 40}),
+    # criteria.md, addendum 2
+    "c17": ({"audio_uninformative_frac": 0.0}, {}, {}),
+    "c18": ({"audio_uninformative_frac": 0.0}, {"norm": "batch"}, {}),
+    "c19": ({"audio_uninformative_frac": 0.15, "redraw": False}, {}, {}),
+    "c20": ({"audio_uninformative_frac": 0.0, "redraw": False}, {}, {}),
+    "c21": ({"audio_uninformative_frac": 0.15, "redraw": False}, {"norm": "batch"}, {"epochs": 40}),
 }
 METHOD = {"uni": "ensemble", "joint": "joint", "multi_loss": "multi_loss", "joint_2x": "joint",
           "multi_loss_2x": "multi_loss", "mmcosine": "mmcosine"}

@@ -128,6 +128,17 @@ def test_options_change_the_data():
     assert (s.test.inputs["audio"] - clean).abs().mean(dim=(1, 2, 3)).min() > 0.3
 
 
+def test_without_redraw_the_training_pairs_are_drawn_once():
+    fixed = DATASETS.create("digits_av", seed=3, max_train=300, redraw=False)
+    redrawn = DATASETS.create("digits_av", seed=3, max_train=300)
+    np.testing.assert_array_equal(fixed.train.clip_index, redrawn.train.clip_index)   # epoch 0: the same draw
+    audio0, video0 = fixed.train.inputs["audio"].clone(), fixed.train.inputs["video"].clone()
+    fixed.train.set_epoch(5)
+    assert torch.equal(fixed.train.inputs["audio"], audio0) and torch.equal(fixed.train.inputs["video"], video0)
+    redrawn.train.set_epoch(5)
+    assert not torch.equal(redrawn.train.inputs["audio"], audio0)
+
+
 def test_speed_jitter_changes_train_audio_only():
     plain = DATASETS.create("digits_av", seed=2, max_train=100)
     fast = DATASETS.create("digits_av", seed=2, max_train=100, audio_speed_jitter=0.1)
@@ -154,7 +165,7 @@ def test_change_speed():
 @pytest.mark.parametrize("knob, value", [
     ("image_noise", -0.1), ("audio_uninformative_frac", 1.0), ("audio_uninformative_frac", -0.2),
     ("audio_speed_jitter", 0.5), ("audio_snr_db", float("nan")), ("frames", 0), ("image_size", 4),
-    ("max_shift", -1), ("max_train", 0), ("val_voices", ("nobody",)), ("test_voices", ()),
+    ("max_shift", -1), ("max_train", 0), ("redraw", 1), ("val_voices", ("nobody",)), ("test_voices", ()),
 ])
 def test_bad_knob_raises(knob, value):
     with pytest.raises(ValueError, match=knob):

@@ -1,6 +1,7 @@
 """``digits_av``: sklearn handwritten digits (video) paired by label with espeak-ng spoken digits (audio).
 The embedded default dataset: voices held out whole for val/test, train pairs redrawn every epoch, and a
-fixed fraction of pairs whose audio is noise, so fusion can beat either modality."""
+fixed fraction of pairs whose audio is noise, so fusion can beat either modality. With ``redraw=False`` the
+training pairs are drawn once, as in a recorded dataset, so a model can memorise them."""
 from __future__ import annotations
 
 import importlib.util
@@ -132,7 +133,7 @@ class DigitsAVSplit(TensorSplit):
                  images: torch.Tensor, labels: np.ndarray, voices: tuple[str, ...], options: dict,
                  audio_stats: tuple[torch.Tensor, torch.Tensor] | None = None):
         self.stream, self.seed, self.bank, self.voices, self.options = stream, seed, bank, voices, options
-        self.redraw = stream == 0                                              # train (stream 0) redraws pairs
+        self.redraw = stream == 0 and options["redraw"]                        # train (stream 0) redraws pairs
         self.image_index, self.images = image_index, images                   # (N,) into load_digits, (N, S, S) clean
         spoken_here = np.isin(bank.voices, voices)                             # (bank N,) by this split's voices
         self.clip_pool = {c: (np.flatnonzero(labels == c), np.flatnonzero((bank.labels == c) & spoken_here))
@@ -148,7 +149,8 @@ class DigitsAVSplit(TensorSplit):
         return self.bank.labels[self.clip_index]
 
     def set_epoch(self, epoch: int) -> None:
-        """Train: redraw pairs, frame shifts and noise from (seed, epoch). Val/test stay fixed."""
+        """Train (unless ``redraw=False``): redraw pairs, frame shifts and noise from (seed, epoch). Val/test stay
+        fixed."""
         _check(epoch >= 0, "epoch", "an integer >= 0", epoch)
         if self.redraw and epoch != self.epoch:
             self.epoch = epoch
@@ -164,7 +166,7 @@ class DigitsAVSplit(TensorSplit):
             self.clip_index[rows] = pool[rng.integers(0, len(pool), size=len(rows))]
         video = render_frames(self.images, rng, frames=opt["frames"], max_shift=opt["max_shift"],
                               noise=opt["image_noise"])
-        snr_db, jitter = opt["audio_snr_db"], (opt["audio_speed_jitter"] if self.redraw else 0.0)  # jitter: train
+        snr_db, jitter = opt["audio_snr_db"], (opt["audio_speed_jitter"] if self.stream == 0 else 0.0)  # train
         audio = bank.spec[self.clip_index].clone()                             # (N, 1, 64, 30)
         rows = np.flatnonzero(self.uninformative) if snr_db is None and jitter == 0 else np.arange(n)
         if len(rows) > 0:
@@ -188,6 +190,7 @@ class DigitsAVSplit(TensorSplit):
 def build_digits_av(*, seed: int, root: str | None = None, image_noise: float = 1.0,
                     audio_snr_db: float | None = None, audio_uninformative_frac: float = 0.3,
                     audio_speed_jitter: float = 0.0, frames: int = 3, image_size: int = 16, max_shift: int = 1,
+                    redraw: bool = True,
                     val_voices: tuple[str, ...] = VAL_VOICES, test_voices: tuple[str, ...] = TEST_VOICES,
                     max_train: int | None = None) -> DatasetSplits:
     """Handwritten digits (video, 3 noisy frames) + spoken digits (audio) with speaker-independent splits."""
@@ -198,6 +201,7 @@ def build_digits_av(*, seed: int, root: str | None = None, image_noise: float = 
     _check(0 <= audio_uninformative_frac < 1, "audio_uninformative_frac", "in [0, 1)", audio_uninformative_frac)
     _check(math.isfinite(audio_speed_jitter) and 0 <= audio_speed_jitter <= 0.3, "audio_speed_jitter",
            "in [0, 0.3]", audio_speed_jitter)
+    _check(isinstance(redraw, bool), "redraw", "True (train pairs redrawn every epoch) or False (drawn once)", redraw)
     _check(isinstance(frames, int) and frames >= 1, "frames", "an integer >= 1", frames)
     _check(isinstance(image_size, int) and image_size >= 8, "image_size", "an integer >= 8", image_size)
     _check(isinstance(max_shift, int) and 0 <= max_shift < image_size // 2, "max_shift",
@@ -229,7 +233,7 @@ def build_digits_av(*, seed: int, root: str | None = None, image_noise: float = 
                               align_corners=False).squeeze(1)                  # (1797, S, S)
     options = {"image_noise": float(image_noise), "audio_snr_db": audio_snr_db, "frames": frames,
                "max_shift": max_shift, "audio_uninformative_frac": float(audio_uninformative_frac),
-               "audio_speed_jitter": float(audio_speed_jitter)}
+               "audio_speed_jitter": float(audio_speed_jitter), "redraw": redraw}
     splits = []
     for stream, (voices, idx) in enumerate(zip((train_voices, val_voices, test_voices), index)):  # train, val, test
         splits.append(DigitsAVSplit(stream=stream, seed=int(seed), bank=bank, image_index=idx,
