@@ -249,6 +249,9 @@ def reproduce_commands(preset: str | Preset, *, shards: int = 1) -> list[str]:
     if preset.needs_gpu:
         cmds.append(f"python -m data_scripts.{preset.dataset} all --download "
                     f"--raw ~/mmbal_data/{preset.dataset}/raw --cache {root}")
+    if preset.data_options.get("inputs") == "features":        # the Conformer table's pre-extracted sequences
+        cmds.append(f"python -m data_scripts.{preset.dataset} features --raw ~/mmbal_data/{preset.dataset}/raw "
+                    f"--cache {root} --device cuda")
     data = f" --data-root {root}" if preset.needs_gpu else ""
     device = " --device cuda" if preset.needs_gpu else ""
     if shards > 1:
@@ -287,3 +290,201 @@ def fixed_k_from_records(records: dict[int, dict], modalities: Iterable[str] = (
     per_seed = [coefficient_averages(r["trace"], modalities)["all steps"] for r in records.values()]
     mean = pd.concat(per_seed, axis=1).mean(axis=1)                      # modality -> mean k
     return {m: round(float(mean[m]), digits) for m in modalities}
+
+
+# -- committed multi-seed results as figures (chapters 3, 4 and 7) -------------------------------
+from mmbal.tables import read_summary, summary_path  # noqa: E402
+
+
+def committed_runs(results: str | Path, table: str, cells: dict[str, tuple[str, str]]) -> dict[str, list[dict]]:
+    """Label -> the committed records of a (method, fusion) cell, one per seed; cells without runs are left out."""
+    runs = {label: list(load_records(results, table, m, f).values()) for label, (m, f) in cells.items()}
+    return {label: records for label, records in runs.items() if records}
+
+
+def committed_provenance(results: str | Path, table: str, cells: Iterable[tuple[str, str]]) -> pd.DataFrame:
+    """``provenance`` of a table's summary, restricted to the (method, fusion) cells a figure shows."""
+    summary = read_summary(summary_path(results, table))
+    keep = [(m, f) in set(cells) for m, f in zip(summary["method"], summary["fusion"])]
+    return provenance(summary[keep]).reset_index(drop=True)
+
+
+def plot_heads_comparison(runs: dict[str, list[dict]], *, split: str = "test", heads=("mm", "audio", "video"),
+                          chance: float | None = None, title: str | None = None, ax=None):
+    """Grouped bars per method, one per head: accuracy, mean ± std over seeds (error bars, np.std)."""
+    table = summarize_runs(runs, split=split, heads=heads)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * len(table) + 1.5), 3.6)) if ax is None else (ax.figure, ax)
+    x, width = np.arange(len(table)), 0.8 / len(heads)
+    for i, h in enumerate(heads):
+        ax.bar(x + (i - (len(heads) - 1) / 2) * width, table[f"{h}_mean"], width, yerr=table[f"{h}_std"],
+               color="0.75" if h == "mm" else HEAD_COLORS.get(h), edgecolor="black", lw=0.5, capsize=2,
+               error_kw={"lw": 1}, label=f"{h} (fused)" if h == "mm" else f"{h} head")
+    if chance is not None:
+        ax.axhline(chance, color="gray", ls=":", lw=1, label="chance")
+    ax.set_xticks(x)
+    ax.set_xticklabels(table.index, rotation=35 if len(table) > 4 else 0, ha="right" if len(table) > 4 else "center")
+    ax.set_ylabel(f"{split} accuracy")
+    n = sorted(set(table["n"]))
+    ax.set_title(title or f"{split} accuracy per head (mean ± std over {'/'.join(map(str, n))} seeds)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def plot_mean_curves(runs: dict[str, list[dict]], *, split: str = "val", heads=("mm", "audio", "video"),
+                     title: str | None = None):
+    """One panel per head: accuracy per epoch from each record's ``history``, mean over seeds (line) ± std (band)."""
+    fig, axes = plt.subplots(1, len(heads), figsize=(3.8 * len(heads), 3.2), sharey=True, squeeze=False)
+    for ax, h in zip(axes.ravel(), heads):
+        for i, (label, records) in enumerate(runs.items()):
+            curves = [[e[split][h]["accuracy"] for e in r["history"]] for r in records if h in r["history"][0][split]]
+            if not curves:
+                continue
+            acc, color = np.array(curves), f"C{i}"                          # (seeds, epochs)
+            epochs = np.arange(1, acc.shape[1] + 1)
+            ax.plot(epochs, acc.mean(0), label=label, color=color)
+            ax.fill_between(epochs, acc.mean(0) - acc.std(0), acc.mean(0) + acc.std(0), color=color, alpha=0.15, lw=0)
+        ax.set_title(f"{h} head" if h != "mm" else "fused (mm)")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel(f"{split} accuracy")
+    handles = {l: h for a in axes.ravel() for h, l in zip(*a.get_legend_handles_labels())}
+    fig.legend(handles.values(), handles.keys(), fontsize=8, ncol=min(len(handles), 6), loc="lower center")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.06 + 0.05 * ((len(handles) - 1) // 6), 1, 1))
+    return fig
+
+
+# -- sentences chosen by the committed numbers (chapters 1, 8e, 9 and 10) -------------------------
+FADE_RULE = 0.5     # k "fades towards 1" when mean |k - 1| in the last epoch < FADE_RULE x the first epoch's
+
+
+def coefficient_fading(records: dict[int, dict], modalities: Iterable[str] = ("audio", "video")) -> pd.DataFrame:
+    """Per modality: mean |k - 1| over the steps of the first and of the last epoch (mean over seeds),
+    their ratio, and on how many seeds |k - 1| was smaller in the last epoch than in the first."""
+    rows = {}
+    for m in modalities:
+        first, last = [], []
+        for r in records.values():
+            epoch, k = np.asarray(r["trace"]["epoch"]), np.asarray(r["trace"][f"coeff/{m}"], dtype=float)  # (steps,)
+            first.append(np.abs(k[epoch == epoch.min()] - 1).mean())
+            last.append(np.abs(k[epoch == epoch.max()] - 1).mean())
+        first, last = np.array(first), np.array(last)                     # (seeds,)
+        rows[m] = {"|k-1| first epoch": first.mean(), "|k-1| last epoch": last.mean(),
+                   "last / first": last.mean() / first.mean(), "seeds closer to 1": f"{(last < first).sum()}/{len(first)}"}
+    return pd.DataFrame(rows).T.rename_axis("modality")
+
+
+def fading_sentence(fading: pd.DataFrame, who: str = "MLB") -> str:
+    """One sentence per modality, chosen by FADE_RULE: fades towards 1 / moves towards 1 by less than the
+    rule asks / moves away from 1, with the numbers it used."""
+    parts = []
+    for m, r in fading.iterrows():
+        ratio = r["last / first"]
+        verdict = ("fades towards 1" if ratio < FADE_RULE else "moves towards 1, but by less than the rule asks"
+                   if ratio < 1 else "does not fade: it ends further from 1 than it starts")
+        parts.append(f"{who}'s k_{m} {verdict} (mean |k - 1| {r['|k-1| first epoch']:.3f} in the first epoch, "
+                     f"{r['|k-1| last epoch']:.3f} in the last, ratio {ratio:.2f}; closer to 1 on "
+                     f"{r['seeds closer to 1']} seeds)")
+    return "; ".join(parts) + f". Rule: 'fades' means a last-to-first ratio below {FADE_RULE}."
+
+
+def difference_sentence(d: dict[str, Any], a: str, b: str, what: str = "fused accuracy") -> str:
+    """A paired difference (``paired_difference``) as a sentence: mean ± std in points, seeds won, p, verdict."""
+    if d["n"] < 2:
+        return f"{a} - {b} ({what}): {d['n']} paired seeds, no verdict"
+    return (f"{a} - {b}: {100 * d['diff']:+.1f} ± {100 * d['diff_std']:.1f} points {what}, {a} ahead on "
+            f"{d['wins']} of {d['n']} seeds, paired t-test p = {d['p_paired_t']:.3f}; rule: {d['verdict']}")
+
+
+# -- the paper-table chapters (8a-8d) -------------------------------------------------------------
+import torch                                                    # noqa: E402
+
+from mmbal.balancers.mlb import coefficients_from_ratios       # noqa: E402
+from mmbal.presets import DATASET_SHAPES, reference_numbers    # noqa: E402
+from mmbal.sweep import shapes_key                              # noqa: E402
+
+K_RATIOS = (0.25, 0.5, 1.0, 2.0, 4.0)      # r_m = (mean score of the others) / s_m: > 1 for the weaker modality
+
+
+def dataset_facts(preset: str | Preset) -> pd.DataFrame:
+    """A table's data as ``mmbal table estimate`` sizes it (presets.yaml ``dataset_shapes``): classes, clips, inputs."""
+    preset = get_preset(preset)
+    d = DATASET_SHAPES[shapes_key(preset)]
+    rows = [("classes", d["num_classes"]), ("train / val / test clips (one fold)", " / ".join(f"{n:,}" for n in d["sizes"]))]
+    rows += [(f"{m} input per clip", " x ".join(map(str, s))) for m, s in d["shapes"].items()]
+    return pd.DataFrame(rows, columns=["", shapes_key(preset)]).set_index("")
+
+
+def modality_strength(preset: str | Preset) -> pd.DataFrame:
+    """The reference unimodal accuracies of a table (mean, std in %); ``attrs``: the leading modality and the gap."""
+    ref = reference_numbers(get_preset(preset).reference)
+    out = pd.DataFrame({m: {"mean %": ref[f"unimodal_{m}"][0], "std %": ref[f"unimodal_{m}"][1]}
+                        for m in ("audio", "video")}).T
+    out.attrs = {"leader": out["mean %"].idxmax(), "gap": float(out["mean %"].max() - out["mean %"].min())}
+    return out
+
+
+def mlb_k(ratios, alpha: float, beta: float | None) -> np.ndarray:
+    """MLB's k at each ratio r (mmbal.balancers.mlb): 1 + (beta - 1) tanh(alpha (r - 1)) for r > 1 and
+    1 + tanh(alpha (r - 1)) otherwise; beta None is the uncapped k = 1 + tanh(alpha (r - 1)) (Kontras et al. §3.3)."""
+    r = torch.as_tensor(np.asarray(ratios, dtype=float))          # (n,) ratios
+    return coefficients_from_ratios({"m": r}, alpha, beta)["m"].numpy()
+
+
+def k_verdict(alpha: float, beta: float | None) -> str:
+    """What MLB does to the weaker modality (r > 1) at these settings, from k evaluated on r in (1, 50]."""
+    top = float(mlb_k(np.linspace(1.01, 50.0, 500), alpha, beta).max())
+    if top > 1 + 1e-6:
+        return f"accelerates the weaker modality (k up to {top:.2f})"
+    if top > 1 - 1e-6:
+        return "never accelerates: k = 1 for the weaker modality, only the leader is slowed"
+    low = float(mlb_k(np.linspace(1.01, 50.0, 500), alpha, beta).min())
+    return f"slows the weaker modality too (k from {low:.2f} to 1), the leader more"
+
+
+def mlb_k_table(preset: str | Preset, ratios=K_RATIOS) -> pd.DataFrame:
+    """MLB's k (``mlb_k``) at ``ratios`` for each fusion column's MLB options of a table, and the uncapped form."""
+    preset = get_preset(preset)
+    settings = [(f"{f} (this table)", preset.method("mlb", f).options) for f in preset.fusions
+                if ("mlb", f) in preset.cells()]
+    settings = [(name, o["alpha"], o.get("beta_max")) for name, o in settings]
+    settings.append(("uncapped, same alpha (BMVC-era form)", settings[0][1], None))
+    rows = [{"setting": name, "alpha": a, "beta_max": "none" if b is None else b,
+             **{f"k at r={r:g}": round(float(k), 3) for r, k in zip(ratios, mlb_k(ratios, a, b))},
+             "verdict": k_verdict(a, b)} for name, a, b in settings]
+    return pd.DataFrame(rows).set_index("setting")
+
+
+def plot_mlb_k(table: pd.DataFrame):
+    """k against the ratio r for every setting of ``mlb_k_table`` (r > 1: the weaker modality)."""
+    r = np.linspace(0.05, 4.0, 400)                                  # (400,) ratios
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    for name, row in table.iterrows():
+        beta = None if row["beta_max"] == "none" else float(row["beta_max"])
+        ax.plot(r, mlb_k(r, float(row["alpha"]), beta), label=f"{name}: alpha {row['alpha']:g}, beta {row['beta_max']}")
+    ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+    ax.axvline(1.0, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("ratio r (> 1: the modality lags)")
+    ax.set_ylabel("coefficient k")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def table_cost(preset: str | Preset) -> pd.DataFrame:
+    """Per row: runs (fusions x seeds), steps per epoch at the preset's batch (train clips of ``dataset_facts``) and
+    the training steps of all its runs, from the early-stopping bound (early_stop + 1 epochs) to the epoch cap."""
+    preset = get_preset(preset)
+    train = DATASET_SHAPES[shapes_key(preset)]["sizes"][0]
+    rows = []
+    for method in preset.methods:
+        fusions = [f for m, f in preset.cells() if m == method]
+        optim = preset.run_config(method, fusions[0]).optim
+        least = min(optim.early_stop + 1, optim.epochs) if optim.early_stop else optim.epochs
+        steps, runs = -(-train // preset.batch_size), len(fusions) * len(preset.seeds)
+        rows.append({"method": method, "runs": runs, "steps/epoch": steps, "epochs": f"{least}-{optim.epochs}",
+                     "steps, fewest": runs * steps * least, "steps, most": runs * steps * optim.epochs})
+    return pd.DataFrame(rows).set_index("method")
