@@ -157,6 +157,8 @@ def sweep(preset: str | Preset, results: str | Path, *, shard: tuple[int, int] =
     the sweep, as the other ranks cannot go on alone), one finished meanwhile by another shard sharing the folder
     is skipped; an unfinished cell resumes from its checkpoint. ``speed``: see ``with_speed``."""
     preset = get_preset(preset)
+    if results is None:
+        raise ValueError("sweep needs a results folder (the CLI's default: book/results), got None")
     i, n = shard
     cells = grid(preset, methods=methods, fusions=fusions, seeds=seeds, fast=fast)[i::n]
     configs = {c: preset.run_config(c.method, c.fusion, c.seed, fast=fast, epochs=epochs, device=device,
