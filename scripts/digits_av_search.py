@@ -9,6 +9,8 @@ Each task trains one baseline of one candidate and seed and writes its measureme
   multi_loss  multi-loss, fused accuracy
   joint_2x, multi_loss_2x   the same at twice the epochs (convergence)
   mmcosine    MMCosine's mean pairwise cosine of different test samples' features (its accuracy is not kept)
+  init        the linear probes of both encoders at initialisation (untrained): what a probe reads off random
+              features, the floor under the suppression criterion (a diagnostic; not a criterion)
 
 Screening (criteria 1-3) runs uni, joint and multi_loss on 3 seeds; a candidate passing them gets every task on
 5 seeds. No balancer other than MMCosine's collapse statistic is ever run here.
@@ -29,11 +31,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mmbal.experiments import run
+from mmbal.data import DATASETS
+from mmbal.experiments import git_commit, run
 from mmbal.models import UnimodalModel
 from mmbal.presets import get_preset
 from mmbal.probe import linear_probe
-from mmbal.train import Trained
+from mmbal.train import Trained, build_trainer
 
 OUT = Path("book/results/digits_av_v2")
 SCREEN_SEEDS, ALL_SEEDS = (109, 19, 337), (109, 19, 337, 0, 1)
@@ -67,7 +70,7 @@ CANDIDATES = {
     "c20": ({"audio_uninformative_frac": 0.0, "redraw": False}, {}, {}),
     "c21": ({"audio_uninformative_frac": 0.15, "redraw": False}, {"norm": "batch"}, {"epochs": 40}),
 }
-METHOD = {"uni": "ensemble", "joint": "joint", "multi_loss": "multi_loss", "joint_2x": "joint",
+METHOD = {"init": "joint", "uni": "ensemble", "joint": "joint", "multi_loss": "multi_loss", "joint_2x": "joint",
           "multi_loss_2x": "multi_loss", "mmcosine": "mmcosine"}
 
 
@@ -87,8 +90,20 @@ def pairwise_cos(x: torch.Tensor) -> float:
     return float(((xn @ xn.T).sum() - len(x)) / (len(x) * (len(x) - 1)))
 
 
+def untrained_probes(candidate: str, seed: int) -> dict:
+    """Linear probes (%) of the seeded, untrained encoders of the joint model."""
+    torch.set_num_threads(1)
+    cfg = candidate_config(candidate, "init", seed)
+    splits = DATASETS.create(cfg.data.name, seed=cfg.seed, root=cfg.data.root, **cfg.data.options)
+    probes = linear_probe(build_trainer(cfg, splits).trained, ["audio", "video"])
+    return {"candidate": candidate, "task": "init", "seed": seed, "commit": git_commit(),
+            **{f"probe_{m}": round(100 * p["test_accuracy"], 2) for m, p in probes.items()}}
+
+
 def measure(candidate: str, task: str, seed: int) -> dict:
     """Train one task and return its measurements (accuracies and probes in %)."""
+    if task == "init":
+        return untrained_probes(candidate, seed)
     torch.set_num_threads(1)
     out = run(candidate_config(candidate, task, seed))
     rec, trained, pct = out.record, out.trained, lambda v: round(100 * v, 2)
