@@ -62,7 +62,7 @@ def panel(ax, kind: str, title: str) -> None:
         arrow(ax, (x, y_enc + 0.045), (xw, y_fus - 0.03), color=c)
         ax.text(x + (0.06 if m == "v" else -0.06), (y_enc + y_fus) / 2 - 0.04, f"$z_{m}$", color=c,
                 fontsize=9, ha="center")
-        xh = 0.5 + (x - 0.5) * 2.2                                    # unimodal head, outside the fusion box
+        xh = 0.5 + (x - 0.5) * 2.1                                    # unimodal head, outside the fusion box
         if heads:
             box(ax, xh, y_fus, 0.13, 0.07, f"head $g_{m}$", color=c, size=8)
             arrow(ax, (x + (0.12 if m == "v" else -0.12) * 0.5, y_enc + 0.03), (xh, y_fus - 0.035), color=c)
@@ -76,14 +76,14 @@ def panel(ax, kind: str, title: str) -> None:
         sign = 1 if m == "v" else -1
         arrow(ax, (0.5 + sign * 0.06, y_loss - 0.04), (0.5 + sign * 0.12, y_fus + 0.03), color=GRAD, dashed=True)
         if heads:
-            xh = 0.5 + (x - 0.5) * 2.2
+            xh = 0.5 + (x - 0.5) * 2.1
             arrow(ax, (xh + sign * 0.055, y_fus - 0.04), (x + sign * 0.1, y_enc + 0.05), color=GRAD, dashed=True,
                   rad=-0.25 * sign)
     if kind == "mlb":
         for m in "av":
             x, c = X[m], COLOR[m]
             sign = 1 if m == "v" else -1
-            xh = 0.5 + (x - 0.5) * 2.2
+            xh = 0.5 + (x - 0.5) * 2.1
             ax.text(x + sign * 0.005, y_enc - 0.085, f"$\\nabla\\theta_{m}\\times k_{m}$", color=GRAD, fontsize=9,
                     ha="center", va="center", fontweight="bold")
             ax.text(xh + sign * 0.012, y_fus - 0.08, f"$\\times k_{m}$", color=GRAD, fontsize=9, ha="center",
@@ -103,14 +103,14 @@ def panel(ax, kind: str, title: str) -> None:
 def draw(out: Path = OUT) -> Path:
     """Render the three panels to ``out`` (SVG) with a fixed hash salt and no date: a deterministic file."""
     with plt.rc_context({"svg.hashsalt": "mmbal-mlb-method", "svg.fonttype": "path", "font.family": "DejaVu Sans"}):
-        fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.6))
+        fig, axes = plt.subplots(1, 3, figsize=(11, 5.0))
         for ax, (kind, title) in zip(axes, [("joint", "(a) joint training"), ("multi", "(b) multi-loss"),
                                             ("mlb", "(c) MLB: multi-loss + gradient modulation")]):
             panel(ax, kind, title)
-        fig.text(0.5, 0.01, "black: forward;  red dashed: backward gradients;  "
-                 "MLB multiplies the gradients of encoder $m$, head $g_m$ and fusion block $W_m$ by $k_m$ "
-                 "(the shared bias $b$ is not scaled)", ha="center", fontsize=9)
-        fig.subplots_adjust(left=0.01, right=0.99, top=0.92, bottom=0.06, wspace=0.06)
+        fig.text(0.5, 0.015, "black: forward;  red dashed: backward gradients;  MLB multiplies the gradients of "
+                 "encoder $m$, head $g_m$ and fusion block $W_m$ by $k_m$ (not the shared bias $b$)",
+                 ha="center", fontsize=9)
+        fig.subplots_adjust(left=0.005, right=0.995, top=0.93, bottom=0.06, wspace=0.04)
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out, format="svg", metadata={"Date": None})
