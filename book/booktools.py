@@ -306,14 +306,14 @@ def committed_provenance(results: str | Path, table: str, cells: Iterable[tuple[
     """``provenance`` of a table's summary, restricted to the (method, fusion) cells a figure shows."""
     summary = read_summary(summary_path(results, table))
     keep = [(m, f) in set(cells) for m, f in zip(summary["method"], summary["fusion"])]
-    return provenance(summary[keep]).reset_index(drop=True)
+    return provenance(summary[keep]).dropna(axis=1, how="all").reset_index(drop=True)   # no empty 'folds' column
 
 
 def plot_heads_comparison(runs: dict[str, list[dict]], *, split: str = "test", heads=("mm", "audio", "video"),
                           chance: float | None = None, title: str | None = None, ax=None):
     """Grouped bars per method, one per head: accuracy, mean ± std over seeds (error bars, np.std)."""
     table = summarize_runs(runs, split=split, heads=heads)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * len(table) + 1.5), 3.6)) if ax is None else (ax.figure, ax)
+    fig, ax = plt.subplots(figsize=(max(7.5, 0.75 * len(table) + 2.5), 3.6)) if ax is None else (ax.figure, ax)
     x, width = np.arange(len(table)), 0.8 / len(heads)
     for i, h in enumerate(heads):
         ax.bar(x + (i - (len(heads) - 1) / 2) * width, table[f"{h}_mean"], width, yerr=table[f"{h}_std"],
@@ -322,7 +322,8 @@ def plot_heads_comparison(runs: dict[str, list[dict]], *, split: str = "test", h
     if chance is not None:
         ax.axhline(chance, color="gray", ls=":", lw=1, label="chance")
     ax.set_xticks(x)
-    ax.set_xticklabels(table.index, rotation=35 if len(table) > 4 else 0, ha="right" if len(table) > 4 else "center")
+    tilt = len(table) > 4 or max(map(len, table.index)) > 10
+    ax.set_xticklabels(table.index, rotation=30 if tilt else 0, ha="right" if tilt else "center")
     ax.set_ylabel(f"{split} accuracy")
     n = sorted(set(table["n"]))
     ax.set_title(title or f"{split} accuracy per head (mean ± std over {'/'.join(map(str, n))} seeds)")
