@@ -69,6 +69,11 @@ CANDIDATES = {
     "c19": ({"audio_uninformative_frac": 0.15, "redraw": False}, {}, {}),
     "c20": ({"audio_uninformative_frac": 0.0, "redraw": False}, {}, {}),
     "c21": ({"audio_uninformative_frac": 0.15, "redraw": False}, {"norm": "batch"}, {"epochs": 40}),
+    # criteria.md, addendum 4
+    "c22": ({"audio_uninformative_frac": 0.05, "redraw": False}, {}, {}),
+    "c23": ({"audio_uninformative_frac": 0.0, "redraw": False}, {}, {"epochs": 40}),
+    "c24": ({"audio_uninformative_frac": 0.05, "redraw": False}, {"norm": "batch"}, {}),
+    "c25": ({"audio_uninformative_frac": 0.1, "redraw": False, "image_noise": 0.7}, {}, {}),
 }
 METHOD = {"init": "joint", "uni": "ensemble", "joint": "joint", "multi_loss": "multi_loss", "joint_2x": "joint",
           "multi_loss_2x": "multi_loss", "mmcosine": "mmcosine"}
