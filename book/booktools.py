@@ -385,8 +385,8 @@ def fading_sentence(fading: pd.DataFrame, who: str = "MLB") -> str:
     for m, r in fading.iterrows():
         ratio = r["last / first"]
         verdict = ("fades towards 1" if ratio < FADE_RULE else "moves towards 1, but by less than the rule asks"
-                   if ratio < 1 else "does not fade: it ends further from 1 than it starts")
-        parts.append(f"{who}'s k_{m} {verdict} (mean |k - 1| {r['|k-1| first epoch']:.3f} in the first epoch, "
+                   if ratio < 1 else "does not fade, it ends further from 1 than it starts")
+        parts.append(f"{who}, k_{m}: {verdict} (mean |k - 1| {r['|k-1| first epoch']:.3f} in the first epoch, "
                      f"{r['|k-1| last epoch']:.3f} in the last, ratio {ratio:.2f}; closer to 1 on "
                      f"{r['seeds closer to 1']} seeds)")
     return "; ".join(parts) + f". Rule: 'fades' means a last-to-first ratio below {FADE_RULE}."
