@@ -28,10 +28,13 @@ TEMPLATE = [
     {"code": "{{bootstrap}}", "tags": ["remove-cell"]},
     {"md": "## Learning goals\n\n{{goals}}"},
     {"code": '''import os
+import warnings
 from pathlib import Path
 
 import pandas as pd
 import torch
+
+warnings.filterwarnings("ignore", message="IProgress not found")   # tqdm's notebook bars need ipywidgets
 
 FAST = os.environ.get("MMBAL_FAST", "1") == "1"
 TABLE = "{{table}}"                 # the preset behind this table (mmbal/presets.yaml)
@@ -43,7 +46,7 @@ SEEDS = None         # full mode: None runs the preset's seeds (each with its fo
 EPOCHS = None        # full mode: None trains as the paper (early stopping); a number caps every run
 TRY_EPOCHS = 2       # "Try it": epochs of each Digits-AV run
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-pd.set_option("display.max_colwidth", 120)
+pd.set_option("display.max_colwidth", 90)
 pd.set_option("display.max_rows", 200)        # the hyperparameter tables in full''', "tags": ["parameters"]},
     {"md": '''```{admonition} FAST and full mode
 :class: important
@@ -81,19 +84,29 @@ strength'''},
 
 A *preset* is data (`mmbal/presets.yaml`): the dataset, encoder, optimiser, the rows (an objective plus a
 balancer with its options, or a training regime) and the fusion columns. The first table holds the values
-every row shares, the second each row's own; each value names its source (the MLB code's `run.sh` and
+every row shares, the second each row's own (`@ fusion`: only at that fusion column), and the folded third
+the balancer options a row leaves at mmbal's defaults; each value names its source (the MLB code's `run.sh` and
 configs of either era, or this book's choice). `python -m mmbal table show {{table}}` prints the same.'''},
     {"code": '''hp = preset.hyperparameters()
 hp[hp["method"] == "all"].drop(columns=["method", "fusion"]).set_index("parameter")'''},
-    {"code": '''hp[hp["method"] != "all"].set_index(["method", "fusion", "parameter"])'''},
+    {"code": '''from mmbal.presets import DEFAULT_SOURCE
+
+rows = hp[hp["method"] != "all"].assign(row=lambda d: d["method"].where(d["fusion"] == "all",
+                                                                        d["method"] + " @ " + d["fusion"]))
+own = rows["source"] != DEFAULT_SOURCE
+print(f"{int(own.sum())} values of the rows come from a source; {int((~own).sum())} more are mmbal's defaults "
+      "(the folded table below)")
+rows[own].set_index(["row", "parameter"])[["value", "source"]]'''},
+    {"code": '''# the balancer options each row leaves at mmbal's defaults
+rows[~own].set_index(["row", "parameter"])[["value", "source"]]''', "tags": ["hide-output"]},
     {"md": "## The protocol\n\n{{protocol}}"},
     {"code": '''from booktools import reproduce_commands
 
 split = preset.fold_option or "split"
 folds = pd.DataFrame({"seed": preset.seeds, split: [preset.fold_of(s) if preset.folds else "{{single_split}}"
                                                     for s in preset.seeds]}).set_index("seed")
-print(f"data options of every run: {dict(preset.data_options) or 'none'}")
-print("the data command:", reproduce_commands(TABLE)[0])
+options = ", ".join(f"{k}={v}" for k, v in preset.data_options.items()) or "none"
+print(f"data options of every run: {options}\\nthe data command: {reproduce_commands(TABLE)[0]}")
 folds'''},
     {"md": "## A caveat: what MLB's settings do on this table\n\n{{caveat}}"},
     {"code": '''from booktools import mlb_k_table, plot_mlb_k
@@ -180,7 +193,8 @@ assert abs(mean - (0.62 + 0.70 + 0.75) / 3) < 1e-12
 assert abs(std - np.sqrt((0.07 ** 2 + 0.01 ** 2 + 0.06 ** 2) / 3)) < 1e-12
 assert abs(std / sample_std - np.sqrt(2 / 3)) < 1e-12
 print(f"{100 * mean:.1f} ± {100 * std:.1f} (population std); the sample std would say ± {100 * sample_std:.1f}")'''},
-    {"when": "teach_std", "md": '''`mmbal.tables` does the same from result JSONs: `load_runs` reads one row per run, `summarize` groups
+    {"when": "teach_std",
+     "md": '''`mmbal.tables` does the same from result JSONs: `load_runs` reads one row per run, `summarize` groups
 by (method, fusion) and aggregates every metric of every head. Written as result files and read back,
 the three made-up runs must give exactly the numbers above.'''},
     {"when": "teach_std", "code": '''import tempfile
@@ -207,11 +221,14 @@ torch.testing.assert_close(torch.tensor([check["test_accuracy_mean"][0], check["
 check[["method", "fusion", "n", "seeds", "test_accuracy_mean", "test_accuracy_std"]]'''},
     {"md": '''## Try it: this table's MLB settings on Digits-AV
 
-{{try_note}} Both runs train the small CNNs of chapter 8e on the embedded Digits-AV data (so it runs on a
-CPU) with MLB at this table's `alpha` and `beta_max`, once as the table sets them and once uncapped (no
-`beta_max`, the BMVC-era form; where the table is already uncapped, with `alpha: 0.5` instead); everything else is Digits-AV's recipe, for `TRY_EPOCHS` epochs. The trace
-shows the k that MLB applied at each step to the modality that lagged at that step, and the cell checks it
-against the caveat above. The accuracies of so short a run are a smoke test, not results.'''},
+{{try_note}}
+
+Both runs train the small CNNs of chapter 8e on the embedded Digits-AV data (so they run on a CPU) with
+MLB at this table's `alpha` and `beta_max`, once as the table sets them and once uncapped (no `beta_max`,
+the BMVC-era form; where the table is already uncapped, with `alpha: 0.5` instead); everything else is
+Digits-AV's recipe, for `TRY_EPOCHS` epochs. The trace shows the k that MLB applied at each step to the
+modality that lagged at that step, and the cell checks it against the caveat above. The accuracies of so
+short a run are a smoke test, not results.'''},
     {"code": '''from dataclasses import replace
 
 import numpy as np
@@ -254,7 +271,9 @@ fig.tight_layout()'''},
 
 
 def _text(value) -> str:
-    """A content value as markdown: a list becomes a bullet list."""
+    """A content value as markdown: a list becomes a bullet list (of strings: quote a YAML item holding ': ')."""
+    if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+        raise ValueError(f"a list item is not text (YAML read 'a: b' as a mapping): {value}")
     return "\n".join(f"- {v}" for v in value) if isinstance(value, list) else str(value).strip("\n")
 
 
@@ -275,7 +294,8 @@ def _cell(kind: str, source: str, tags, cell_id: str) -> dict:
 
 def render(stem: str, spec: dict, url: str, ref: str) -> str:
     """The notebook text of one chapter."""
-    fields = {k: _text(v) for k, v in spec.items() if isinstance(v, (str, list))}
+    fields = {k: _text(v) for k, v in spec.items()
+              if isinstance(v, (str, list)) and k not in ("exercises", "extra_cells")}
     fields.update(badge=badge_line(ROOT / "book" / f"{stem}.ipynb", url, ref), bootstrap=bootstrap_source(url, ref),
                   exercises=_exercises(spec["exercises"]))
     cells = []
