@@ -157,7 +157,8 @@ def criteria(runs: pd.DataFrame, candidate: str, seeds=ALL_SEEDS) -> dict:
     out = {"n_seeds": len(seeds), "audio": audio.mean(), "video": video.mean(), "ensemble": ens.mean(),
            "probe_video_alone": p_alone.mean(), "probe_video_joint": p_joint.mean(),
            "dominance": audio.mean() - video.mean(), "complementarity": ens.mean() - max(audio.mean(), video.mean()),
-           "suppression": gap, "suppression_2std": 2 * max(std(p_alone), std(p_joint))}
+           "suppression": gap, "suppression_2std": 2 * max(std(p_alone), std(p_joint)),
+           "probe_video_untrained": col("init", "probe_video").mean()}               # diagnostic: random features
     out["pass_1"], out["pass_2"] = out["dominance"] >= 5, out["complementarity"] >= 5
     out["pass_3"] = gap >= 5 and gap >= out["suppression_2std"]
     for task in ("joint", "multi_loss"):
@@ -171,12 +172,13 @@ def criteria(runs: pd.DataFrame, candidate: str, seeds=ALL_SEEDS) -> dict:
 
 
 def summarise(folder: Path = OUT) -> pd.DataFrame:
-    """candidates.csv: one row per candidate and stage (screen: 3 seeds, full: 5) with every measurement."""
+    """candidates.csv: one row per candidate and stage (screen: 3 seeds, full: 5) whose screening tasks all ran on
+    the stage's seeds, with every measurement."""
     runs, rows = load_runs(folder), []
     for candidate in CANDIDATES:
         for stage, seeds in (("screen", SCREEN_SEEDS), ("full", ALL_SEEDS)):
             have = runs[(runs.candidate == candidate) & runs.seed.isin(seeds)] if len(runs) else runs
-            if len(have) and set(have.seed) == set(seeds):
+            if len(have) and all(set(have[have.task == t].seed) == set(seeds) for t in SCREEN_TASKS):
                 data, encoder, optim = CANDIDATES[candidate]
                 changes = json.dumps({**data, **encoder, **optim}, sort_keys=True)
                 rows.append({"candidate": candidate, "stage": stage, "changes": changes,
