@@ -74,6 +74,9 @@ CANDIDATES = {
     "c23": ({"audio_uninformative_frac": 0.0, "redraw": False}, {}, {"epochs": 40}),
     "c24": ({"audio_uninformative_frac": 0.05, "redraw": False}, {"norm": "batch"}, {}),
     "c25": ({"audio_uninformative_frac": 0.1, "redraw": False, "image_noise": 0.7}, {}, {}),
+    # criteria.md, addendum 5
+    "c26": ({"audio_uninformative_frac": 0.0, "redraw": False}, {}, {"epochs": 80}),
+    "c27": ({"audio_uninformative_frac": 0.0, "redraw": False}, {"norm": "batch"}, {"epochs": 40}),
 }
 METHOD = {"init": "joint", "uni": "ensemble", "joint": "joint", "multi_loss": "multi_loss", "joint_2x": "joint",
           "multi_loss_2x": "multi_loss", "mmcosine": "mmcosine"}
