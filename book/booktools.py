@@ -386,17 +386,17 @@ def fading_sentence(fading: pd.DataFrame, who: str = "MLB") -> str:
         ratio = r["last / first"]
         verdict = ("fades towards 1" if ratio < FADE_RULE else "moves towards 1, but by less than the rule asks"
                    if ratio < 1 else "does not fade, it ends further from 1 than it starts")
-        parts.append(f"{who}, k_{m}: {verdict} (mean |k - 1| {r['|k-1| first epoch']:.3f} in the first epoch, "
-                     f"{r['|k-1| last epoch']:.3f} in the last, ratio {ratio:.2f}; closer to 1 on "
+        parts.append(f"{who}, k_{m}:\n    {verdict}\n    (mean |k - 1| {r['|k-1| first epoch']:.3f} in the first epoch, "
+                     f"{r['|k-1| last epoch']:.3f} in the last,\n    ratio {ratio:.2f}; closer to 1 on "
                      f"{r['seeds closer to 1']} seeds)")
-    return "; ".join(parts) + f". Rule: 'fades' means a last-to-first ratio below {FADE_RULE}."
+    return ";\n".join(parts) + f".\nRule: 'fades' means a last-to-first ratio below {FADE_RULE}."
 
 
 def difference_sentence(d: dict[str, Any], a: str, b: str, what: str = "fused accuracy") -> str:
     """A paired difference (``paired_difference``) as a sentence: mean ± std in points, seeds won, p, verdict."""
     if d["n"] < 2:
         return f"{a} - {b} ({what}): {d['n']} paired seeds, no verdict"
-    return (f"{a} - {b}: {100 * d['diff']:+.1f} ± {100 * d['diff_std']:.1f} points {what}, {a} ahead on "
+    return (f"{a} - {b}: {100 * d['diff']:+.1f} ± {100 * d['diff_std']:.1f} points {what},\n    {a} ahead on "
             f"{d['wins']} of {d['n']} seeds, paired t-test p = {d['p_paired_t']:.3f}; rule: {d['verdict']}")
 
 

@@ -24,9 +24,9 @@ def test_the_sentence_follows_the_rule_not_the_hope():
     fades = fading_sentence(coefficient_fading({0: record(0.4, 0.4 * FADE_RULE * 0.9)}))
     shrinks = fading_sentence(coefficient_fading({0: record(0.4, 0.4 * (1 + FADE_RULE) / 2)}))
     grows = fading_sentence(coefficient_fading({0: record(0.02, 0.3)}))
-    assert "k_video: fades towards 1" in fades and "does not fade" not in fades
+    assert "k_video:\n    fades towards 1" in fades and "does not fade" not in fades
     assert "by less than the rule asks" in shrinks
-    assert "k_audio: does not fade" in grows and "ratio 15.00" in grows and "0/1 seeds" in grows
+    assert "k_audio:\n    does not fade" in grows and "ratio 15.00" in grows and "0/1 seeds" in grows
     assert f"below {FADE_RULE}" in grows
 
 
@@ -34,7 +34,7 @@ def test_difference_sentence_reports_mean_std_wins_and_p():
     runs = pd.DataFrame({"method": ["a"] * 3 + ["b"] * 3, "fusion": "concat", "seed": [1, 2, 3] * 2,
                          "test_accuracy": [0.80, 0.82, 0.79, 0.78, 0.80, 0.80]})
     text = difference_sentence(paired_difference(runs, "a", "b"), "A", "B")
-    assert text.startswith("A - B: +1.0 ± 1.4 points fused accuracy, A ahead on 2 of 3 seeds, paired t-test p = 0.")
+    assert text.startswith("A - B: +1.0 ± 1.4 points fused accuracy,\n    A ahead on 2 of 3 seeds, paired t-test p = 0.")
     assert "rule: within seed noise" in text
     one = paired_difference(runs[runs["seed"] == 1], "a", "b")
     assert difference_sentence(one, "A", "B").endswith("1 paired seeds, no verdict")
