@@ -375,7 +375,7 @@ def coefficient_fading(records: dict[int, dict], modalities: Iterable[str] = ("a
         first, last = np.array(first), np.array(last)                     # (seeds,)
         rows[m] = {"|k-1| first epoch": first.mean(), "|k-1| last epoch": last.mean(),
                    "last / first": last.mean() / first.mean(), "seeds closer to 1": f"{(last < first).sum()}/{len(first)}"}
-    return pd.DataFrame(rows).T.rename_axis("modality")
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("modality")     # numeric columns stay float
 
 
 def fading_sentence(fading: pd.DataFrame, who: str = "MLB") -> str:
