@@ -430,7 +430,7 @@ def modality_strength(preset: str | Preset) -> pd.DataFrame:
 
 def mlb_k(ratios, alpha: float, beta: float | None) -> np.ndarray:
     """MLB's k at each ratio r (mmbal.balancers.mlb): 1 + (beta - 1) tanh(alpha (r - 1)) for r > 1 and
-    1 + tanh(alpha (r - 1)) otherwise; beta None is the uncapped k = 1 + tanh(alpha (r - 1)) (Kontras et al. §3.3)."""
+    1 + tanh(alpha (r - 1)) otherwise; beta None is the uncapped k = 1 + tanh(alpha (r - 1)) (Kontras et al., BMVC 2024)."""
     r = torch.as_tensor(np.asarray(ratios, dtype=float))          # (n,) ratios
     return coefficients_from_ratios({"m": r}, alpha, beta)["m"].numpy()
 

@@ -1,5 +1,5 @@
 """Training objectives: joint (fused CE only), the multi-loss objective of MLB, and single-head CE.
-multi_loss: L = CE(f_c(z_1..z_M), y) + sum_m lambda_m CE(g_m(z_m), y)   (paper §3.2, lambda_m = 1)."""
+multi_loss: L = CE(f_c(z_1..z_M), y) + sum_m lambda_m CE(g_m(z_m), y)   (Kontras et al., BMVC 2024; lambda_m = 1)."""
 import torch
 import torch.nn.functional as F
 

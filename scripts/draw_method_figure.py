@@ -2,7 +2,7 @@
 
 Two encoders (audio, video), the late fusion (its per-modality blocks W_a, W_v and shared bias b), the fused
 head and the unimodal heads; where each loss attaches; and, for MLB, where k_a and k_v scale the backward
-gradients (encoder m, head m and fusion block W_m; Kontras et al., BMVC 2024, §3.2-3.4). The SVG is
+gradients (encoder m, head m and fusion block W_m; Kontras et al., BMVC 2024). The SVG is
 deterministic (fixed hash salt, no date), so re-running gives an identical file.
 
     python scripts/draw_method_figure.py                  # writes book/images/mlb_method.svg

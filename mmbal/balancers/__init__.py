@@ -1,7 +1,7 @@
 """Balancers, each registered in ``BALANCERS`` by the module that defines it; the ``objective`` of
 ``BALANCERS.create(name, **options)`` names the objective it is defined with (multi_loss for MLB, its fixed-k
-control, MMPareto, ReconBoost and G-Blending; joint for the rest). Defaults: the paper's CREMA-D ResNet settings
-(§4.7) where the MLB code has them, else the method's authors'."""
+control, MMPareto, ReconBoost and G-Blending; joint for the rest). Defaults: the CREMA-D ResNet settings of the MLB
+code's run.sh where it has them, else the method's authors'."""
 from mmbal.balancers.agm import AGM
 from mmbal.balancers.base import ACTS_ON, BALANCERS, Balancer, EpochContext, NoBalancer, true_class_probability
 from mmbal.balancers.dnr import DnR

@@ -146,7 +146,7 @@ def mean_of_others(s: torch.Tensor) -> torch.Tensor:
 
 
 def true_class_probability(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Batch mean of softmax(logits)[y]: the confidence score s_m of paper §3.3 (detached; over the global
+    """Batch mean of softmax(logits)[y]: the confidence score s_m of MLB (Kontras et al., BMVC 2024) (detached; over the global
     batch under data parallelism)."""
     probs = torch.softmax(logits.detach().float(), dim=1)          # (B, C)
     return global_mean(probs.gather(1, labels[:, None]).mean(), len(labels))   # (B, 1) -> ()

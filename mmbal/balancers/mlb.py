@@ -1,4 +1,4 @@
-"""MLB (Kontras et al., BMVC 2024, §3.3): k_i = 1 + tanh(alpha (r_i - 1)), r_i = mean_{m != i} s_m / s_i with
+"""MLB (Kontras et al., BMVC 2024): k_i = 1 + tanh(alpha (r_i - 1)), r_i = mean_{m != i} s_m / s_i with
 s_m the true-class probability of modality m's unimodal head: the lagging modality (r_i > 1) is accelerated, the
 leading one slowed. ``beta_max`` makes the accelerating branch 1 + (beta_max - 1) tanh(...) (the IJCV/README form)."""
 import torch

@@ -1,4 +1,4 @@
-"""Reading a prepared cache: memory-mapped arrays + the MLB image transforms (paper §4.2).
+"""Reading a prepared cache: memory-mapped arrays + the MLB code's image transforms.
 
 A cache folder (written by ``data_scripts``) holds ``frames.npy`` (N, T, H, W, 3) uint8 1-fps frames,
 ``audio.npy`` (N, F, T_a) float16 log-spectrograms, ``index.csv`` (row, clip, label, label_name, group,

@@ -1,4 +1,4 @@
-"""The paper's real datasets (§4.2–4.4), read from the cache ``python -m data_scripts.<name>`` prepares.
+"""The paper's real datasets (CREMA-D, AVE, UCF101), read from the cache ``python -m data_scripts.<name>`` prepares.
 
 MLB runs seeds 109 / 19 / 337; each selects a fold: CREMA-D folds 0 / 1 / 2 (speaker-independent),
 UCF101 official splits 1 / 2 / 3; AVE has one official split. Labels follow MLB's class order.

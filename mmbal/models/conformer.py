@@ -1,4 +1,4 @@
-"""Conformer encoders (paper §4.2) on torchaudio's Conformer, attending along time within each sample (the
+"""Conformer encoders (the MLB paper's CREMA-D backbone) on torchaudio's Conformer, attending along time within each sample (the
 official code attends across the batch). frontend -> (B, T, D_in) -> Linear(D_in, 50) -> Linear(50, d) ->
 Dropout -> Conformer (5 blocks, d 512, 8 heads, FF 2048, kernel 31, dropout 0.1) -> tokens (B, T, d)."""
 import torch

@@ -1,4 +1,4 @@
-"""The fusion heads of the paper (§5 ``cls_type``): late ``sum`` / ``concat``, mid ``mlp``, ``film``,
+"""The fusion heads of the MLB code (its ``cls_type``): late ``sum`` / ``concat``, mid ``mlp``, ``film``,
 ``gated`` and ``transformer``; the modules that see modality m alone are ``parts[m]`` (scaled with m by
 OGM / MLB), the rest (output layers, shared biases, the transformer) is shared."""
 import torch
@@ -19,7 +19,7 @@ def _pick_pair(fusion: str, modalities: tuple[str, ...], first: str | None, role
 class ConcatFusion(Fusion):
     """Late linear fusion over the concatenated features (the paper's "Late-Linear").
     logits = W [z_1; ...; z_M] + b = sum_m W_m z_m + b: one bias-free Linear per modality (``parts[m]``) and a
-    shared bias, so MLB scales each block W_m with its modality but not the bias (paper §3.4)."""
+    shared bias, so MLB scales each block W_m with its modality but not the bias (as the MLB code does)."""
     late_linear = True
     shared_bias = True
 
@@ -50,7 +50,7 @@ class SumFusion(ConcatFusion):
 @FUSIONS.register("mlp")
 class MLPFusion(Fusion):
     """Mid fusion: summed per-modality projections, then a ReLU/Dropout MLP (the paper's "Mid-MLP").
-    h = sum_m W_m z_m + b -> ReLU -> Dropout -> Linear(h, h) -> ReLU -> Dropout -> Linear(h, C) (§5 ``nonlinear``)."""
+    h = sum_m W_m z_m + b -> ReLU -> Dropout -> Linear(h, h) -> ReLU -> Dropout -> Linear(h, C) (the MLB code's ``nonlinear``)."""
 
     def __init__(self, modalities, dims, num_classes, *, hidden: int = 64, dropout: float = 0.1):
         super().__init__(modalities, dims, num_classes)
@@ -67,7 +67,7 @@ class MLPFusion(Fusion):
 @FUSIONS.register("film")
 class FiLMFusion(Fusion):
     """FiLM: audio features scale and shift the video features (exactly two modalities).
-    [gamma, beta] = G z_c (``parts[c]``), logits = W (gamma z_t + beta) + b (Perez et al. 2018, §5 ``film``); with
+    [gamma, beta] = G z_c (``parts[c]``), logits = W (gamma z_t + beta) + b (Perez et al. 2018; the MLB code's ``film``); with
     ``residual=True`` the scale is 1 + gamma and G starts at zero (identity modulation)."""
     min_modalities = max_modalities = 2
 
@@ -90,7 +90,7 @@ class FiLMFusion(Fusion):
 @FUSIONS.register("gated")
 class GatedFusion(Fusion):
     """Gated: sigmoid(audio projection) gates the video projection (exactly two modalities).
-    logits = W (sigmoid(A z_g) * (V z_v)) + b, ``parts[g] = A``, ``parts[v] = V`` (Kiela et al. 2018, §5 ``gated``)."""
+    logits = W (sigmoid(A z_g) * (V z_v)) + b, ``parts[g] = A``, ``parts[v] = V`` (Kiela et al. 2018; the MLB code's ``gated``)."""
     min_modalities = max_modalities = 2
 
     def __init__(self, modalities, dims, num_classes, *, gate: str | None = None, hidden: int | None = None):
@@ -121,7 +121,7 @@ class TokenProjection(nn.Module):
 @FUSIONS.register("transformer")
 class TransformerFusion(Fusion):
     """Token fusion: CLS + projected tokens of every modality through a small transformer encoder.
-    [CLS; P_1 t_1 + e_1; ...] -> 2 pre-norm layers -> logits = W LayerNorm(h_CLS) + b (§5 ``tf``, whose
+    [CLS; P_1 t_1 + e_1; ...] -> 2 pre-norm layers -> logits = W LayerNorm(h_CLS) + b (the MLB code's ``tf``, whose
     Conformer is replaced: no convolution over tokens whose order mixes space and time); ``parts[m]`` = P_m, e_m."""
     uses_tokens = True
 

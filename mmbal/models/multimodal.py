@@ -1,5 +1,5 @@
 """The multimodal model: ``encoders[m](x_m) -> tokens (B, L, D) -> z_m (B, D)``; ``logits["mm"] = fusion(z)``
-and ``logits[m] = heads[m](z_m)``, the unimodal heads of the multi-loss objective (paper §3.2)."""
+and ``logits[m] = heads[m](z_m)``, the unimodal heads of the multi-loss objective (Kontras et al., BMVC 2024)."""
 import torch
 from torch import nn
 

@@ -1,4 +1,4 @@
-"""ResNet-18 encoders of OGM-GE / MLB (paper §4.2) on torchvision's ResNet: the spectrogram (C = 1
+"""ResNet-18 encoders of OGM-GE / MLB on torchvision's ResNet: the spectrogram (C = 1
 channel) or every frame of a clip through a 2D ResNet-18; tokens are the final cells, so their mean is the
 global (audio) or 3D (video, over T, H, W) average pool of the official code. Output: 512-d."""
 from functools import partial

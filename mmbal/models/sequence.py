@@ -1,4 +1,4 @@
-"""Conformer encoder for pre-extracted feature sequences (paper §4.2, VAVL's encoders): wav2vec 2.0 (T, 1024) or
+"""Conformer encoder for pre-extracted feature sequences (the MLB paper's CREMA-D Conformer: VAVL's encoders): wav2vec 2.0 (T, 1024) or
 face-embedding (T, 1408) frames -> Conv1d(D_in, 50, k=1, no bias) -> Linear(50, 512) -> Dropout -> torchaudio
 Conformer (5 blocks, d 512, 8 heads, FF 2048, kernel 31, dropout 0.1), attention along each clip's own frames.
 All-zero frames are padding (Keras's ``Masking`` rule): attention ignores them as keys, and the returned tokens hold
