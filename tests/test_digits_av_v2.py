@@ -1,0 +1,119 @@
+"""Digits-AV v2 (issue 15): the chosen testbed meets each pre-registered criterion of
+book/results/digits_av_v2/criteria.md, recomputed here from the committed per-run measurement files
+(book/results/digits_av_v2/runs/<candidate>/<seed>_<task>.json), and the digits_av_v2 preset is that setting."""
+import importlib.util
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mmbal.presets import get_preset
+
+FOLDER = Path(__file__).resolve().parent.parent / "book" / "results" / "digits_av_v2"
+SEEDS, SCREEN_SEEDS = (109, 19, 337, 0, 1), (109, 19, 337)
+CHOSEN = FOLDER / "chosen.json"
+# Until the search has chosen a setting (chosen.json), the criteria tests fail and are reported as expected failures.
+needs_choice = pytest.mark.xfail(not CHOSEN.exists(), reason="no Digits-AV v2 setting chosen yet", strict=True)
+
+
+def chosen() -> dict:
+    return json.loads(CHOSEN.read_text())
+
+
+def values(task: str, key: str, candidate: str | None = None, seeds=SEEDS) -> np.ndarray:
+    """(seeds,) one measurement (in %, or a cosine) of the chosen candidate, from the committed run files."""
+    folder = FOLDER / "runs" / (candidate or chosen()["candidate"])
+    runs = [json.loads((folder / f"{s}_{task}.json").read_text()) for s in seeds]
+    assert [r["seed"] for r in runs] == list(seeds) and all(r["task"] == task for r in runs)
+    return np.array([r[key] for r in runs], dtype=float)
+
+
+def search_script():
+    spec = importlib.util.spec_from_file_location("digits_av_search", FOLDER.parents[2] / "scripts" / "digits_av_search.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_run_names_a_clean_commit_of_this_repository():
+    records = [json.loads(p.read_text()) for p in sorted((FOLDER / "runs").glob("*/*.json"))]
+    assert records, "no committed search runs"
+    commits = {r["commit"] for r in records}
+    assert not [c for c in commits if c is None or c.endswith("+dirty")], commits
+    root = FOLDER.parents[2]
+    if (root / ".git").exists():                            # a git checkout: every commit is in its history
+        missing = [c for c in commits if subprocess.run(["git", "-C", str(root), "cat-file", "-e", f"{c}^{{commit}}"],
+                                                        capture_output=True).returncode != 0]
+        assert not missing, missing
+
+
+def test_the_candidate_log_is_the_summary_of_the_run_files(tmp_path):
+    """candidates.csv holds every evaluated candidate, recomputed here from runs/ by the search script itself."""
+    (tmp_path / "runs").symlink_to(FOLDER / "runs")
+    fresh, logged = search_script().summarise(tmp_path), pd.read_csv(FOLDER / "candidates.csv")
+    assert list(fresh.candidate) == list(logged.candidate) and list(fresh.stage) == list(logged.stage)
+    numeric = fresh.select_dtypes("number").columns
+    np.testing.assert_allclose(logged[numeric].to_numpy(float), fresh[numeric].to_numpy(float), atol=1e-9)
+    flags = [c for c in fresh.columns if c.startswith("pass_")]
+    assert (logged[flags].to_numpy() == fresh[flags].to_numpy()).all()
+
+
+def test_no_balancer_was_run_in_the_search():
+    """Only the data, the baselines and MMCosine's collapse statistic (never its accuracy) are measured."""
+    for path in (FOLDER / "runs").glob("*/*.json"):
+        record = json.loads(path.read_text())
+        assert record["task"] in search_script().ALL_TASKS + ("init",), path
+        if record["task"] == "mmcosine":
+            assert "fused" not in record, path
+
+
+def test_todays_testbed_shows_no_suppression():
+    """The issue's premise, from the committed screening runs of c00 (the digits_av setting): joint training's video
+    encoder probes within 5 points of the video encoder trained alone, and audio dominates."""
+    alone, joint = (values(t, "probe_video", "c00", SCREEN_SEEDS) for t in ("uni", "joint"))
+    assert abs(alone.mean() - joint.mean()) < 5
+    assert values("uni", "audio", "c00", SCREEN_SEEDS).mean() - values("uni", "video", "c00", SCREEN_SEEDS).mean() >= 5
+
+
+@needs_choice
+def test_audio_dominates():
+    assert values("uni", "audio").mean() - values("uni", "video").mean() >= 5
+
+
+@needs_choice
+def test_ensemble_beats_the_best_unimodal_model():
+    best = max(values("uni", "audio").mean(), values("uni", "video").mean())
+    assert values("uni", "fused").mean() - best >= 5
+
+
+@needs_choice
+def test_joint_training_suppresses_the_video_encoder():
+    alone, joint = values("uni", "probe_video"), values("joint", "probe_video")
+    gap = alone.mean() - joint.mean()
+    assert gap >= 5 and gap >= 2 * max(alone.std(ddof=1), joint.std(ddof=1))
+
+
+@needs_choice
+@pytest.mark.parametrize("task", ["joint", "multi_loss"])
+def test_doubling_the_epochs_moves_the_fused_accuracy_less_than_its_seed_std(task):
+    base, doubled = values(task, "fused"), values(f"{task}_2x", "fused")
+    assert abs(doubled.mean() - base.mean()) < base.std(ddof=1)
+
+
+@needs_choice
+@pytest.mark.parametrize("modality", ["audio", "video"])
+def test_mmcosine_features_do_not_collapse(modality):
+    assert values("mmcosine", f"cos_{modality}").max() < 0.99
+
+
+@needs_choice
+def test_the_preset_is_the_chosen_setting():
+    preset, changes = get_preset("digits_av_v2"), chosen()["changes"]
+    setting = {**preset.data_options, **preset.encoder_options, "epochs": preset.optim.epochs, "lr": preset.optim.lr}
+    base = get_preset("digits_av")
+    expected = {**base.data_options, **base.encoder_options, "epochs": base.optim.epochs, "lr": base.optim.lr,
+                **changes}
+    assert {k: setting.get(k) for k in expected} == expected
