@@ -47,24 +47,23 @@ def assert_same_weights(theirs, ours):
         torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7, msg=lambda m, name=name: f"{name}: {m}")
 
 
-def test_mlb_step_from_scratch_equals_mmbal(chapter, splits):
-    table, theirs, ours = chapter["side_by_side"](splits, "mlb", "multi_loss", chapter["mlb_step"], steps=STEPS,
-                                                  alpha=1.0)
+def same_steps(chapter, splits, balancer: str, objective: str, step: str, alpha: float):
+    """Run the chapter's step beside mmbal's; assert equal weights and coefficients; -> (steps, 2) mmbal's k, table."""
+    table, theirs, ours = chapter["side_by_side"](splits, balancer, objective, chapter[step], steps=STEPS, alpha=alpha)
     assert_same_weights(theirs, ours)
     for m in ("audio", "video"):
         np.testing.assert_allclose(table[f"k_{m} ours"], table[f"k_{m} mmbal"], rtol=1e-6, atol=0)
-    k = table[["k_audio mmbal", "k_video mmbal"]].to_numpy()
+    return table[["k_audio mmbal", "k_video mmbal"]].to_numpy(), table
+
+
+def test_mlb_step_from_scratch_equals_mmbal(chapter, splits):
+    k, table = same_steps(chapter, splits, "mlb", "multi_loss", "mlb_step", alpha=1.0)
     assert (np.abs(k - 1) > 1e-3).any() and ((k > 0) & (k < 2)).all()     # MLB really modulated, k in (0, 2)
     assert (table["max |Δθ|"] <= 1e-6).all()
 
 
 def test_ogm_ge_step_from_scratch_equals_mmbal(chapter, splits):
-    table, theirs, ours = chapter["side_by_side"](splits, "ogm_ge", "joint", chapter["ogm_ge_step"], steps=STEPS,
-                                                  alpha=0.8)
-    assert_same_weights(theirs, ours)
-    for m in ("audio", "video"):
-        np.testing.assert_allclose(table[f"k_{m} ours"], table[f"k_{m} mmbal"], rtol=1e-6, atol=0)
-    k = table[["k_audio mmbal", "k_video mmbal"]].to_numpy()
+    k, _ = same_steps(chapter, splits, "ogm_ge", "joint", "ogm_ge_step", alpha=0.8)
     assert (k <= 1).all() and ((k < 1).sum(axis=1) == 1).all()               # one dominant encoder slowed per step
 
 
