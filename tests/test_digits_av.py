@@ -139,6 +139,19 @@ def test_without_redraw_the_training_pairs_are_drawn_once():
     assert not torch.equal(redrawn.train.inputs["audio"], audio0)
 
 
+def test_test_repeats_render_each_test_image_again():
+    once = DATASETS.create("digits_av", seed=4, max_train=100)
+    thrice = DATASETS.create("digits_av", seed=4, max_train=100, test_repeats=3)
+    n = len(once.test)
+    assert len(thrice.test) == 3 * n and len(thrice.val) == len(once.val) and len(thrice.train) == len(once.train)
+    assert torch.equal(thrice.test.targets, once.test.targets.repeat(3))
+    np.testing.assert_array_equal(thrice.test.image_index, np.tile(once.test.image_index, 3))
+    video = thrice.test.inputs["video"]                   # (3N, 1, T, S, S): the same images, new noise
+    assert not torch.equal(video[:n], video[n:2 * n])
+    assert (thrice.test.clip_index[:n] != thrice.test.clip_index[n:2 * n]).mean() > 0.5
+    assert np.isin(thrice.test.bank.voices[thrice.test.clip_index], digits_av.TEST_VOICES).all()
+
+
 def test_speed_jitter_changes_train_audio_only():
     plain = DATASETS.create("digits_av", seed=2, max_train=100)
     fast = DATASETS.create("digits_av", seed=2, max_train=100, audio_speed_jitter=0.1)
@@ -165,7 +178,8 @@ def test_change_speed():
 @pytest.mark.parametrize("knob, value", [
     ("image_noise", -0.1), ("audio_uninformative_frac", 1.0), ("audio_uninformative_frac", -0.2),
     ("audio_speed_jitter", 0.5), ("audio_snr_db", float("nan")), ("frames", 0), ("image_size", 4),
-    ("max_shift", -1), ("max_train", 0), ("redraw", 1), ("val_voices", ("nobody",)), ("test_voices", ()),
+    ("max_shift", -1), ("max_train", 0), ("redraw", 1), ("test_repeats", 0), ("test_repeats", 1.5),
+    ("val_voices", ("nobody",)), ("test_voices", ()),
 ])
 def test_bad_knob_raises(knob, value):
     with pytest.raises(ValueError, match=knob):

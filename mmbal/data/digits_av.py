@@ -1,7 +1,9 @@
 """``digits_av``: sklearn handwritten digits (video) paired by label with espeak-ng spoken digits (audio).
 The embedded default dataset: voices held out whole for val/test, train pairs redrawn every epoch, and a
 fixed fraction of pairs whose audio is noise, so fusion can beat either modality. With ``redraw=False`` the
-training pairs are drawn once, as in a recorded dataset, so a model can memorise them."""
+training pairs are drawn once, as in a recorded dataset, so a model can memorise them. ``test_repeats=R``
+renders every test image R times (its own frame noise, shifts and clip each time): a test split R times as
+large, so accuracies and probes are measured with less sampling noise."""
 from __future__ import annotations
 
 import importlib.util
@@ -190,7 +192,7 @@ class DigitsAVSplit(TensorSplit):
 def build_digits_av(*, seed: int, root: str | None = None, image_noise: float = 1.0,
                     audio_snr_db: float | None = None, audio_uninformative_frac: float = 0.3,
                     audio_speed_jitter: float = 0.0, frames: int = 3, image_size: int = 16, max_shift: int = 1,
-                    redraw: bool = True,
+                    redraw: bool = True, test_repeats: int = 1,
                     val_voices: tuple[str, ...] = VAL_VOICES, test_voices: tuple[str, ...] = TEST_VOICES,
                     max_train: int | None = None) -> DatasetSplits:
     """Handwritten digits (video, 3 noisy frames) + spoken digits (audio) with speaker-independent splits."""
@@ -202,6 +204,8 @@ def build_digits_av(*, seed: int, root: str | None = None, image_noise: float = 
     _check(math.isfinite(audio_speed_jitter) and 0 <= audio_speed_jitter <= 0.3, "audio_speed_jitter",
            "in [0, 0.3]", audio_speed_jitter)
     _check(isinstance(redraw, bool), "redraw", "True (train pairs redrawn every epoch) or False (drawn once)", redraw)
+    _check(isinstance(test_repeats, int) and not isinstance(test_repeats, bool) and test_repeats >= 1,
+           "test_repeats", "an integer >= 1 (test renderings of each test image)", test_repeats)
     _check(isinstance(frames, int) and frames >= 1, "frames", "an integer >= 1", frames)
     _check(isinstance(image_size, int) and image_size >= 8, "image_size", "an integer >= 8", image_size)
     _check(isinstance(max_shift, int) and 0 <= max_shift < image_size // 2, "max_shift",
@@ -229,6 +233,7 @@ def build_digits_av(*, seed: int, root: str | None = None, image_noise: float = 
     index = [np.sort(np.concatenate(p)) for p in parts]
     if max_train is not None and max_train < len(index[0]):
         index[0] = np.sort(rng.permutation(index[0])[:max_train])
+    index[2] = np.tile(index[2], test_repeats)                                 # (R * N_test,): R renderings each
     upsampled = F.interpolate(digits.unsqueeze(1), size=(image_size, image_size), mode="bilinear",
                               align_corners=False).squeeze(1)                  # (1797, S, S)
     options = {"image_noise": float(image_noise), "audio_snr_db": audio_snr_db, "frames": frames,
