@@ -77,6 +77,10 @@ CANDIDATES = {
     # criteria.md, addendum 5
     "c26": ({"audio_uninformative_frac": 0.0, "redraw": False}, {}, {"epochs": 80}),
     "c27": ({"audio_uninformative_frac": 0.0, "redraw": False}, {"norm": "batch"}, {"epochs": 40}),
+    # criteria.md, addendum 6
+    "c28": ({"audio_uninformative_frac": 0.0, "redraw": False, "test_repeats": 5}, {}, {"epochs": 40}),
+    "c29": ({"audio_uninformative_frac": 0.05, "redraw": False, "test_repeats": 5}, {}, {"epochs": 40}),
+    "c30": ({"audio_uninformative_frac": 0.0, "redraw": False, "test_repeats": 5}, {}, {"lr": 0.03, "epochs": 40}),
 }
 METHOD = {"init": "joint", "uni": "ensemble", "joint": "joint", "multi_loss": "multi_loss", "joint_2x": "joint",
           "multi_loss_2x": "multi_loss", "mmcosine": "mmcosine"}
