@@ -81,6 +81,12 @@ CANDIDATES = {
     "c28": ({"audio_uninformative_frac": 0.0, "redraw": False, "test_repeats": 5}, {}, {"epochs": 40}),
     "c29": ({"audio_uninformative_frac": 0.05, "redraw": False, "test_repeats": 5}, {}, {"epochs": 40}),
     "c30": ({"audio_uninformative_frac": 0.0, "redraw": False, "test_repeats": 5}, {}, {"lr": 0.03, "epochs": 40}),
+    # criteria.md, addendum 7
+    "c31": ({"audio_uninformative_frac": 0.1, "image_noise": 1.5, "test_repeats": 5}, {"norm": "batch"}, {"epochs": 40}),
+    "c32": ({"audio_uninformative_frac": 0.15, "image_noise": 1.5, "test_repeats": 5}, {"norm": "batch"},
+            {"epochs": 40}),
+    "c33": ({"audio_uninformative_frac": 0.1, "image_noise": 1.5, "redraw": False, "test_repeats": 5},
+            {"norm": "batch"}, {"epochs": 40}),
 }
 METHOD = {"init": "joint", "uni": "ensemble", "joint": "joint", "multi_loss": "multi_loss", "joint_2x": "joint",
           "multi_loss_2x": "multi_loss", "mmcosine": "mmcosine"}
