@@ -5,8 +5,14 @@ Profiles one cell (cProfile, 1 torch thread) and splits its wall time into: data
 pass and optimizer step, evaluation (val + test every epoch), and the rest (trace, bookkeeping). Then times
 a full run of the ``before`` and ``after`` settings and prints after / before.
 
+``--throughput`` instead counts the floating-point operations of one training step (forward + backward,
+torch.utils.flop_counter) of a cell at each fusion, times a few hundred steps on one thread, and prints the
+achieved GFLOP/s against a large matrix product on the same thread: how close a step is to what the core can do,
+and so how far a faster implementation of the same step could go.
+
     python bench/digits_av_speed.py                                    # digits_av joint vs width-8 encoders, 20 epochs
     python bench/digits_av_speed.py --after-encoder-opt norm=batch --after-data-opt audio_uninformative_frac=0.15
+    python bench/digits_av_speed.py --throughput --method mlb
 """
 from __future__ import annotations
 
@@ -17,9 +23,12 @@ import time
 from dataclasses import replace
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
+from mmbal.data import DATASETS
 from mmbal.experiments import run
 from mmbal.presets import get_preset
+from mmbal.train import build_trainer
 
 # (label, file suffix, function name contains); the model forward counts training and evaluation passes
 PARTS = (("data pairing / augmentation", "digits_av.py", "_draw"), ("training steps", "train.py", "_step"),
@@ -27,8 +36,8 @@ PARTS = (("data pairing / augmentation", "digits_av.py", "_draw"), ("training st
          ("evaluation (val + test, every epoch)", "train.py", "evaluate"))
 
 
-def config(method: str, epochs: int, data: dict, encoder: dict, seed: int = 109):
-    cfg = get_preset("digits_av").run_config(method, seed=seed, epochs=epochs, device="cpu")
+def config(method: str, epochs: int, data: dict, encoder: dict, seed: int = 109, fusion: str = "concat"):
+    cfg = get_preset("digits_av").run_config(method, fusion, seed=seed, epochs=epochs, device="cpu")
     return replace(cfg, data=replace(cfg.data, options={**cfg.data.options, **data}),
                    model=replace(cfg.model, encoder_options={**cfg.model.encoder_options, **encoder}))
 
@@ -48,6 +57,41 @@ def profile(cfg) -> None:
     print("  largest own times: " + ", ".join(f"{n} {t:.2f} s" for t, n in top))
 
 
+def matmul_gflops(n: int = 512, repeats: int = 20) -> float:
+    """GFLOP/s of an (n, n) @ (n, n) product on this thread: near what one core can reach."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def step_throughput(cfg, steps: int = 200) -> tuple[float, float]:
+    """(GFLOP per training step, achieved GFLOP/s) of ``cfg``'s training step on batches of its train split."""
+    splits = DATASETS.create(cfg.data.name, seed=cfg.seed, **cfg.data.options)
+    trainer = build_trainer(cfg, splits)
+    trainer.ddp.train()
+    batches = [b for _, b in zip(range(10), trainer.loaders["train"])]      # 10 batches of the epoch-0 pairing
+    with FlopCounterMode(display=False) as counter:
+        trainer._step(batches[0], 0)
+    flop = counter.get_total_flops() / 1e9
+    start = time.perf_counter()
+    for i in range(steps):
+        trainer._step(batches[i % len(batches)], i)
+    seconds = (time.perf_counter() - start) / steps
+    return flop, flop / seconds
+
+
+def throughput(method: str) -> None:
+    peak = matmul_gflops()
+    print(f"one thread: a 512x512 matrix product runs at {peak:.1f} GFLOP/s")
+    for fusion in ("concat", "transformer"):
+        flop, rate = step_throughput(config(method, 1, {}, {}, fusion=fusion))
+        print(f"  {method}, {fusion:11s}: {1e3 * flop:7.1f} MFLOP per step, {rate:5.1f} GFLOP/s = "
+              f"{rate / peak:.2f} of the matrix product; {1e3 * flop / rate:.1f} ms per step")
+
+
 def kv(pairs: list[str]) -> dict:
     return {k: (int(v) if v.isdigit() else float(v) if v.replace(".", "", 1).isdigit() else v)
             for k, v in (p.split("=", 1) for p in pairs)}
@@ -60,8 +104,11 @@ def main() -> None:
     parser.add_argument("--profile-epochs", type=int, default=3)
     parser.add_argument("--after-data-opt", nargs="*", default=[])
     parser.add_argument("--after-encoder-opt", nargs="*", default=["width=8"])
+    parser.add_argument("--throughput", action="store_true", help="FLOP per step and GFLOP/s instead of timing runs")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.throughput:
+        return throughput(args.method)
     profile(config(args.method, args.profile_epochs, {}, {}))
     seconds = {}
     for label, data, encoder in (("before", {}, {}), ("after", kv(args.after_data_opt), kv(args.after_encoder_opt))):
