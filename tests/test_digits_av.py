@@ -152,6 +152,20 @@ def test_test_repeats_render_each_test_image_again():
     assert np.isin(thrice.test.bank.voices[thrice.test.clip_index], digits_av.TEST_VOICES).all()
 
 
+def test_split_seed_fixes_the_held_out_data_across_seeds():
+    a, b = (DATASETS.create("digits_av", seed=s, max_train=200, split_seed=7) for s in (1, 2))
+    for split in ("val", "test"):                         # the same images, pairs and renderings for every seed
+        x, y = getattr(a, split), getattr(b, split)
+        np.testing.assert_array_equal(x.image_index, y.image_index)
+        np.testing.assert_array_equal(x.clip_index, y.clip_index)
+        assert torch.equal(x.inputs["video"], y.inputs["video"])
+    np.testing.assert_array_equal(a.train.image_index, b.train.image_index)   # the same training images ...
+    assert (a.train.clip_index != b.train.clip_index).mean() > 0.5             # ... paired by the seed
+    plain, same = (DATASETS.create("digits_av", seed=7, max_train=200, **kw) for kw in ({}, {"split_seed": 7}))
+    assert torch.equal(plain.test.inputs["audio"], same.test.inputs["audio"])
+    assert torch.equal(plain.train.inputs["video"], same.train.inputs["video"])
+
+
 def test_speed_jitter_changes_train_audio_only():
     plain = DATASETS.create("digits_av", seed=2, max_train=100)
     fast = DATASETS.create("digits_av", seed=2, max_train=100, audio_speed_jitter=0.1)
@@ -178,7 +192,7 @@ def test_change_speed():
 @pytest.mark.parametrize("knob, value", [
     ("image_noise", -0.1), ("audio_uninformative_frac", 1.0), ("audio_uninformative_frac", -0.2),
     ("audio_speed_jitter", 0.5), ("audio_snr_db", float("nan")), ("frames", 0), ("image_size", 4),
-    ("max_shift", -1), ("max_train", 0), ("redraw", 1), ("test_repeats", 0), ("test_repeats", 1.5),
+    ("max_shift", -1), ("max_train", 0), ("redraw", 1), ("test_repeats", 0), ("test_repeats", 1.5), ("split_seed", -1),
     ("val_voices", ("nobody",)), ("test_voices", ()),
 ])
 def test_bad_knob_raises(knob, value):

@@ -3,7 +3,9 @@ The embedded default dataset: voices held out whole for val/test, train pairs re
 fixed fraction of pairs whose audio is noise, so fusion can beat either modality. With ``redraw=False`` the
 training pairs are drawn once, as in a recorded dataset, so a model can memorise them. ``test_repeats=R``
 renders every test image R times (its own frame noise, shifts and clip each time): a test split R times as
-large, so accuracies and probes are measured with less sampling noise."""
+large, so accuracies and probes are measured with less sampling noise. ``split_seed`` fixes the image split
+and the val/test pairs and renderings for every seed, like a recorded dataset's fixed split; the seed then
+moves only the training pairs, the initialisation and the batch order."""
 from __future__ import annotations
 
 import importlib.util
@@ -192,7 +194,7 @@ class DigitsAVSplit(TensorSplit):
 def build_digits_av(*, seed: int, root: str | None = None, image_noise: float = 1.0,
                     audio_snr_db: float | None = None, audio_uninformative_frac: float = 0.3,
                     audio_speed_jitter: float = 0.0, frames: int = 3, image_size: int = 16, max_shift: int = 1,
-                    redraw: bool = True, test_repeats: int = 1,
+                    redraw: bool = True, test_repeats: int = 1, split_seed: int | None = None,
                     val_voices: tuple[str, ...] = VAL_VOICES, test_voices: tuple[str, ...] = TEST_VOICES,
                     max_train: int | None = None) -> DatasetSplits:
     """Handwritten digits (video, 3 noisy frames) + spoken digits (audio) with speaker-independent splits."""
@@ -204,6 +206,8 @@ def build_digits_av(*, seed: int, root: str | None = None, image_noise: float = 
     _check(math.isfinite(audio_speed_jitter) and 0 <= audio_speed_jitter <= 0.3, "audio_speed_jitter",
            "in [0, 0.3]", audio_speed_jitter)
     _check(isinstance(redraw, bool), "redraw", "True (train pairs redrawn every epoch) or False (drawn once)", redraw)
+    _check(split_seed is None or (isinstance(split_seed, (int, np.integer)) and split_seed >= 0), "split_seed",
+           "None (the split follows the seed) or an integer >= 0", split_seed)
     _check(isinstance(test_repeats, int) and not isinstance(test_repeats, bool) and test_repeats >= 1,
            "test_repeats", "an integer >= 1 (test renderings of each test image)", test_repeats)
     _check(isinstance(frames, int) and frames >= 1, "frames", "an integer >= 1", frames)
@@ -223,7 +227,8 @@ def build_digits_av(*, seed: int, root: str | None = None, image_noise: float = 
     _check(len(train_voices) > 0, "val_voices + test_voices", "leave at least one training voice",
            (val_voices, test_voices))
     digits, digit_labels = _digit_images()                                     # (1797, 8, 8), (1797,)
-    rng = np.random.default_rng([seed, 99])
+    held_out_seed = int(seed if split_seed is None else split_seed)           # the split and the val/test draws
+    rng = np.random.default_rng([held_out_seed, 99])
     parts: list[list[np.ndarray]] = [[], [], []]                               # train / val / test images
     for c in np.unique(digit_labels):                                          # shuffled, split per digit
         idx = rng.permutation(np.flatnonzero(digit_labels == c))
@@ -241,7 +246,7 @@ def build_digits_av(*, seed: int, root: str | None = None, image_noise: float = 
                "audio_speed_jitter": float(audio_speed_jitter), "redraw": redraw}
     splits = []
     for stream, (voices, idx) in enumerate(zip((train_voices, val_voices, test_voices), index)):  # train, val, test
-        splits.append(DigitsAVSplit(stream=stream, seed=int(seed), bank=bank, image_index=idx,
-                                    images=upsampled[idx], labels=digit_labels[idx], voices=tuple(sorted(voices)),
-                                    options=options, audio_stats=splits[0].audio_stats if splits else None))
+        splits.append(DigitsAVSplit(stream=stream, seed=int(seed) if stream == 0 else held_out_seed, bank=bank,
+                                    image_index=idx, images=upsampled[idx], labels=digit_labels[idx],
+                                    voices=tuple(sorted(voices)), options=options, audio_stats=splits[0].audio_stats if splits else None))
     return DatasetSplits(*splits)                                              # train's audio statistics for all
