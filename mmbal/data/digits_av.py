@@ -248,5 +248,6 @@ def build_digits_av(*, seed: int, root: str | None = None, image_noise: float = 
     for stream, (voices, idx) in enumerate(zip((train_voices, val_voices, test_voices), index)):  # train, val, test
         splits.append(DigitsAVSplit(stream=stream, seed=int(seed) if stream == 0 else held_out_seed, bank=bank,
                                     image_index=idx, images=upsampled[idx], labels=digit_labels[idx],
-                                    voices=tuple(sorted(voices)), options=options, audio_stats=splits[0].audio_stats if splits else None))
+                                    voices=tuple(sorted(voices)), options=options,
+                                    audio_stats=splits[0].audio_stats if splits else None))
     return DatasetSplits(*splits)                                              # train's audio statistics for all
