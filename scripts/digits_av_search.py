@@ -44,6 +44,7 @@ SCREEN_TASKS = ("uni", "joint", "multi_loss")
 ALL_TASKS = SCREEN_TASKS + ("joint_2x", "multi_loss_2x", "mmcosine")
 # id -> changes from the digits_av preset: data options, encoder options, optim fields (criteria.md, in order)
 F15, N15 = {"audio_uninformative_frac": 0.15}, {"audio_uninformative_frac": 0.15, "image_noise": 1.5}
+FIXED_SPLIT = {"audio_uninformative_frac": 0.0, "redraw": False, "test_repeats": 5, "split_seed": 0}
 CANDIDATES = {
     "c00": ({}, {}, {}),
     "c01": (F15, {}, {}),
@@ -87,6 +88,9 @@ CANDIDATES = {
             {"epochs": 40}),
     "c33": ({"audio_uninformative_frac": 0.1, "image_noise": 1.5, "redraw": False, "test_repeats": 5},
             {"norm": "batch"}, {"epochs": 40}),
+    # criteria.md, addendum 8
+    "c34": (FIXED_SPLIT, {}, {"epochs": 40}),
+    "c35": (FIXED_SPLIT, {}, {"epochs": 40, "weight_decay": 0.0}),
 }
 METHOD = {"init": "joint", "uni": "ensemble", "joint": "joint", "multi_loss": "multi_loss", "joint_2x": "joint",
           "multi_loss_2x": "multi_loss", "mmcosine": "mmcosine"}
