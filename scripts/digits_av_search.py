@@ -8,7 +8,8 @@ Each task trains one baseline of one candidate and seed and writes its measureme
   joint       joint training, fused accuracy and the linear probes of both encoders
   multi_loss  multi-loss, fused accuracy
   joint_2x, multi_loss_2x   the same at twice the epochs (convergence)
-  mmcosine    MMCosine's mean pairwise cosine of different test samples' features (its accuracy is not kept)
+  mmcosine    MMCosine's mean pairwise cosine of different test samples' features (its accuracy is not kept), on
+              BatchNorm encoders as the v2 table runs it (criteria.md, addendum 9)
   init        the linear probes of both encoders at initialisation (untrained): what a probe reads off random
               features, the floor under the suppression criterion (a diagnostic; not a criterion)
 
@@ -92,6 +93,7 @@ CANDIDATES = {
     "c34": (FIXED_SPLIT, {}, {"epochs": 40}),
     "c35": (FIXED_SPLIT, {}, {"epochs": 40, "weight_decay": 0.0}),
 }
+MMCOSINE_ENCODER = {"norm": "batch"}
 METHOD = {"init": "joint", "uni": "ensemble", "joint": "joint", "multi_loss": "multi_loss", "joint_2x": "joint",
           "multi_loss_2x": "multi_loss", "mmcosine": "mmcosine"}
 
@@ -101,6 +103,8 @@ def candidate_config(candidate: str, task: str, seed: int):
     data, encoder, optim = CANDIDATES[candidate]
     cfg = get_preset("digits_av").run_config(METHOD[task], seed=seed, device="cpu")
     optim = {**optim, "epochs": optim.get("epochs", cfg.optim.epochs) * (2 if task.endswith("_2x") else 1)}
+    if task == "mmcosine":                   # criteria.md, addendum 9: MMCosine as the v2 table runs it, on BatchNorm
+        encoder = {**encoder, **MMCOSINE_ENCODER}
     return replace(cfg, data=replace(cfg.data, options={**cfg.data.options, **data}),
                    model=replace(cfg.model, encoder_options={**cfg.model.encoder_options, **encoder}),
                    optim=replace(cfg.optim, **optim))
