@@ -113,8 +113,8 @@ def test_mmcosine_features_do_not_collapse(modality):
 @needs_choice
 def test_the_preset_is_the_chosen_setting():
     preset, changes = get_preset("digits_av_v2"), chosen()["changes"]
-    setting = {**preset.data_options, **preset.encoder_options, "epochs": preset.optim.epochs, "lr": preset.optim.lr}
+    optim = ("epochs", "lr", "weight_decay")
+    setting = {**preset.data_options, **preset.encoder_options, **{k: getattr(preset.optim, k) for k in optim}}
     base = get_preset("digits_av")
-    expected = {**base.data_options, **base.encoder_options, "epochs": base.optim.epochs, "lr": base.optim.lr,
-                **changes}
+    expected = {**base.data_options, **base.encoder_options, **{k: getattr(base.optim, k) for k in optim}, **changes}
     assert {k: setting.get(k) for k in expected} == expected
