@@ -166,6 +166,21 @@ def test_split_seed_fixes_the_held_out_data_across_seeds():
     assert torch.equal(plain.train.inputs["video"], same.train.inputs["video"])
 
 
+def test_held_out_splits_can_have_their_own_noise_audio_fraction():
+    plain = DATASETS.create("digits_av", seed=5, max_train=300, audio_uninformative_frac=0.0)
+    failing = DATASETS.create("digits_av", seed=5, max_train=300, audio_uninformative_frac=0.0,
+                              heldout_audio_uninformative_frac=0.2)
+    assert not failing.train.uninformative.any()
+    assert torch.equal(plain.train.inputs["audio"], failing.train.inputs["audio"])
+    for split in ("val", "test"):
+        x, y = getattr(plain, split), getattr(failing, split)
+        assert not x.uninformative.any() and y.uninformative.mean() == pytest.approx(0.2, abs=0.01)
+        assert torch.equal(x.inputs["video"], y.inputs["video"])            # the frames do not change
+        same = torch.from_numpy(~y.uninformative)
+        assert torch.equal(x.inputs["audio"][same], y.inputs["audio"][same])  # only the failing pairs' audio does
+        assert not torch.equal(x.inputs["audio"][~same], y.inputs["audio"][~same])
+
+
 def test_speed_jitter_changes_train_audio_only():
     plain = DATASETS.create("digits_av", seed=2, max_train=100)
     fast = DATASETS.create("digits_av", seed=2, max_train=100, audio_speed_jitter=0.1)
@@ -193,6 +208,7 @@ def test_change_speed():
     ("image_noise", -0.1), ("audio_uninformative_frac", 1.0), ("audio_uninformative_frac", -0.2),
     ("audio_speed_jitter", 0.5), ("audio_snr_db", float("nan")), ("frames", 0), ("image_size", 4),
     ("max_shift", -1), ("max_train", 0), ("redraw", 1), ("test_repeats", 0), ("test_repeats", 1.5), ("split_seed", -1),
+    ("heldout_audio_uninformative_frac", 1.0),
     ("val_voices", ("nobody",)), ("test_voices", ()),
 ])
 def test_bad_knob_raises(knob, value):

@@ -5,7 +5,9 @@ training pairs are drawn once, as in a recorded dataset, so a model can memorise
 renders every test image R times (its own frame noise, shifts and clip each time): a test split R times as
 large, so accuracies and probes are measured with less sampling noise. ``split_seed`` fixes the image split
 and the val/test pairs and renderings for every seed, like a recorded dataset's fixed split; the seed then
-moves only the training pairs, the initialisation and the batch order."""
+moves only the training pairs, the initialisation and the batch order. ``heldout_audio_uninformative_frac``
+gives validation and test their own fraction of noise-audio pairs (None: the training fraction), e.g. clean
+training audio and a test set where the microphone sometimes fails."""
 from __future__ import annotations
 
 import importlib.util
@@ -143,7 +145,9 @@ class DigitsAVSplit(TensorSplit):
         self.clip_pool = {c: (np.flatnonzero(labels == c), np.flatnonzero((bank.labels == c) & spoken_here))
                           for c in range(len(CLASS_NAMES))}                    # label -> (its images, bank clips)
         rank = np.argsort(np.random.default_rng([seed, stream, 0]).permutation(len(labels)))  # (N,) place in a shuffle
-        self.uninformative = rank < round(options["audio_uninformative_frac"] * len(labels))  # (N,) fixed, all epochs
+        frac = options["heldout_audio_uninformative_frac"]                     # val / test may have their own
+        frac = options["audio_uninformative_frac"] if stream == 0 or frac is None else frac
+        self.uninformative = rank < round(frac * len(labels))                  # (N,) fixed, all epochs
         self.epoch, self.audio_stats = 0, audio_stats                          # None: train sets them at epoch 0
         super().__init__(self._draw(epoch=0), torch.from_numpy(labels), class_names=CLASS_NAMES)
 
@@ -195,6 +199,7 @@ def build_digits_av(*, seed: int, root: str | None = None, image_noise: float = 
                     audio_snr_db: float | None = None, audio_uninformative_frac: float = 0.3,
                     audio_speed_jitter: float = 0.0, frames: int = 3, image_size: int = 16, max_shift: int = 1,
                     redraw: bool = True, test_repeats: int = 1, split_seed: int | None = None,
+                    heldout_audio_uninformative_frac: float | None = None,
                     val_voices: tuple[str, ...] = VAL_VOICES, test_voices: tuple[str, ...] = TEST_VOICES,
                     max_train: int | None = None) -> DatasetSplits:
     """Handwritten digits (video, 3 noisy frames) + spoken digits (audio) with speaker-independent splits."""
@@ -203,6 +208,8 @@ def build_digits_av(*, seed: int, root: str | None = None, image_noise: float = 
     _check(audio_snr_db is None or math.isfinite(audio_snr_db), "audio_snr_db",
            "None (clean) or a finite number of dB", audio_snr_db)
     _check(0 <= audio_uninformative_frac < 1, "audio_uninformative_frac", "in [0, 1)", audio_uninformative_frac)
+    _check(heldout_audio_uninformative_frac is None or 0 <= heldout_audio_uninformative_frac < 1,
+           "heldout_audio_uninformative_frac", "None (as in training) or in [0, 1)", heldout_audio_uninformative_frac)
     _check(math.isfinite(audio_speed_jitter) and 0 <= audio_speed_jitter <= 0.3, "audio_speed_jitter",
            "in [0, 0.3]", audio_speed_jitter)
     _check(isinstance(redraw, bool), "redraw", "True (train pairs redrawn every epoch) or False (drawn once)", redraw)
@@ -243,6 +250,8 @@ def build_digits_av(*, seed: int, root: str | None = None, image_noise: float = 
                               align_corners=False).squeeze(1)                  # (1797, S, S)
     options = {"image_noise": float(image_noise), "audio_snr_db": audio_snr_db, "frames": frames,
                "max_shift": max_shift, "audio_uninformative_frac": float(audio_uninformative_frac),
+               "heldout_audio_uninformative_frac": None if heldout_audio_uninformative_frac is None
+               else float(heldout_audio_uninformative_frac),
                "audio_speed_jitter": float(audio_speed_jitter), "redraw": redraw}
     splits = []
     for stream, (voices, idx) in enumerate(zip((train_voices, val_voices, test_voices), index)):  # train, val, test
