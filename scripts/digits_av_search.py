@@ -95,6 +95,9 @@ CANDIDATES = {
     # criteria.md, addendum 10
     "c36": ({**FIXED_SPLIT, "audio_uninformative_frac": 0.05}, {}, {"epochs": 40, "weight_decay": 0.0}),
     "c37": ({**FIXED_SPLIT, "audio_uninformative_frac": 0.1}, {}, {"epochs": 40, "weight_decay": 0.0}),
+    # criteria.md, addendum 11
+    "c38": ({**FIXED_SPLIT, "heldout_audio_uninformative_frac": 0.1}, {}, {"epochs": 40, "weight_decay": 0.0}),
+    "c39": ({**FIXED_SPLIT, "heldout_audio_uninformative_frac": 0.2}, {}, {"epochs": 40, "weight_decay": 0.0}),
 }
 MMCOSINE_ENCODER = {"norm": "batch"}
 METHOD = {"init": "joint", "uni": "ensemble", "joint": "joint", "multi_loss": "multi_loss", "joint_2x": "joint",
