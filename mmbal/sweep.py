@@ -4,7 +4,11 @@ written atomically) is skipped, so a killed sweep resumes; a record of another c
 ``shard=(i, n)`` runs every n-th cell from i, so n machines or GPUs can split one table."""
 from __future__ import annotations
 
+import datetime
+import json
 import math
+import os
+import platform
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,7 +20,7 @@ from tqdm.auto import tqdm
 
 from mmbal.config import DataConfig, RunConfig
 from mmbal.distributed import is_main, world_size
-from mmbal.experiments import check_writable, config_changes, config_hash, read_json, run, write_json
+from mmbal.experiments import check_writable, config_changes, config_hash, git_commit, read_json, run, write_json
 from mmbal.metrics import reliability_bins
 from mmbal.presets import DATASET_SHAPES, Preset, get_preset
 from mmbal.probe import linear_probe
@@ -173,7 +177,7 @@ def sweep(preset: str | Preset, results: str | Path, *, shard: tuple[int, int] =
     if todo:
         resolve_device(device)
         check_writable(result_path(results, todo[0], fast=fast))
-    done, failed, start = [], [], time.perf_counter()
+    done, failed, run_seconds, start = [], [], {}, time.perf_counter()
     bar = tqdm(todo, desc="sweep", disable=not progress, unit="run")
     for cell in bar:
         if cell_status(result_path(results, cell, fast=fast), configs[cell]) is None:   # another shard wrote it
@@ -192,11 +196,30 @@ def sweep(preset: str | Preset, results: str | Path, *, shard: tuple[int, int] =
             log(f"  FAILED {cell.method}/{cell.fusion}/seed{cell.seed}: {type(err).__name__}: {err}")
             continue
         done.append(cell)
+        run_seconds[result_path(results, cell, fast=fast).stem] = time.perf_counter() - t0
         acc = record.get("test", {}).get("mm", {}).get("accuracy")
         log(f"  {cell.method:<18} {cell.fusion:<12} seed {cell.seed:<4} "
             f"test mm acc {acc if acc is None else f'{acc:.4f}'}  {time.perf_counter() - t0:6.1f} s")
-    log(f"{len(done)} runs in {time.perf_counter() - start:.1f} s" + (f", {len(failed)} FAILED" if failed else ""))
+    wall = time.perf_counter() - start
+    log(f"{len(done)} runs in {wall:.1f} s" + (f", {len(failed)} FAILED" if failed else ""))
+    if done and is_main():
+        log_timing(results, preset.name, fast=fast, shard=shard, wall=wall, seconds=run_seconds)
     return {"done": done, "skipped": skipped, "failed": failed}
+
+
+def log_timing(results: str | Path, table: str, *, fast: bool, shard: tuple[int, int], wall: float,
+               seconds: dict[str, float]) -> Path:
+    """Append this shard's own timing to ``<table>/sweep_timing.jsonl``: its wall time, every run's seconds, the
+    commit, the machine and the torch threads (one JSON line per sweep invocation that ran something)."""
+    import torch
+    path = table_dir(results, table, fast=fast) / "sweep_timing.jsonl"
+    entry = {"finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+             "shard": f"{shard[0]}/{shard[1]}", "commit": git_commit(), "machine": platform.machine(),
+             "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "runs": len(seconds),
+             "wall_seconds": round(wall, 1), "run_seconds": {k: round(v, 1) for k, v in seconds.items()}}
+    with open(path, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+    return path
 
 
 def papermill_runner(template: str | Path) -> Callable[..., dict]:

@@ -71,6 +71,18 @@ def test_killed_sweep_resumes_only_missing_runs(tmp_path):
     assert sweep(TINY, tmp_path, runner=fake_runner([]), progress=False, log=lambda s: None)["done"] == []
 
 
+def test_each_sweep_logs_its_own_wall_time_and_run_seconds(tmp_path):
+    sweep(TINY, tmp_path, shard=(0, 2), runner=fake_runner([]), progress=False, log=lambda s: None)
+    sweep(TINY, tmp_path, shard=(0, 2), runner=fake_runner([]), progress=False, log=lambda s: None)   # nothing to run
+    sweep(TINY, tmp_path, shard=(1, 2), runner=fake_runner([]), progress=False, log=lambda s: None)
+    lines = [json.loads(x) for x in (tmp_path / "tiny" / "sweep_timing.jsonl").read_text().splitlines()]
+    assert [e["shard"] for e in lines] == ["0/2", "1/2"] and [e["runs"] for e in lines] == [5, 5]
+    assert set(lines[0]["run_seconds"]) | set(lines[1]["run_seconds"]) == {result_path(tmp_path, c).stem
+                                                                            for c in grid(TINY)}
+    for e in lines:
+        assert e["wall_seconds"] >= sum(e["run_seconds"].values()) - 0.5 and e["torch_threads"] >= 1
+
+
 def test_interrupted_write_leaves_no_partial_json(tmp_path, monkeypatch):
     path = tmp_path / "r.json"
 
