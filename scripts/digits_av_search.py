@@ -1,4 +1,4 @@
-"""Digits-AV v2 design search (issue 15): the pre-registered candidates of
+"""Digits-AV v2 design search: the pre-registered candidates of
 book/results/digits_av_v2/criteria.md, measured on the data and the baselines only.
 
 Each task trains one baseline of one candidate and seed and writes its measurements to
@@ -18,6 +18,7 @@ Screening (criteria 1-3) runs uni, joint and multi_loss on 3 seeds; a candidate 
 
     python scripts/digits_av_search.py --candidates c00,c01 --jobs 2
     python scripts/digits_av_search.py --summarise            # rewrite candidates.csv from the run files
+    python scripts/digits_av_search.py --choose               # ... and chosen.json, the first candidate meeting all
 """
 from __future__ import annotations
 
@@ -215,6 +216,17 @@ def summarise(folder: Path = OUT) -> pd.DataFrame:
     return table
 
 
+def choose(table: pd.DataFrame) -> dict | None:
+    """chosen.json: the first candidate, in the registered order, whose five-seed row meets all five criteria."""
+    full = table[(table.stage == "full") & table[[f"pass_{n}" for n in range(1, 6)]].all(axis=1)]
+    if full.empty:
+        return None
+    first = min(full.candidate, key=list(CANDIDATES).index)
+    data, encoder, optim = CANDIDATES[first]
+    return {"candidate": first, "changes": {**data, **encoder, **optim}, "seeds": list(ALL_SEEDS),
+            "rule": "the first candidate, in the order of criteria.md, meeting criteria 1-5 on the five seeds"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--candidates", default=",".join(CANDIDATES))
@@ -223,6 +235,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--summarise", action="store_true", help="only rewrite candidates.csv")
+    parser.add_argument("--choose", action="store_true",
+                        help="rewrite candidates.csv, then write chosen.json if a candidate meets every criterion")
     args = parser.parse_args()
     if not args.summarise:
         seeds, tasks = (SCREEN_SEEDS, SCREEN_TASKS) if args.stage == "screen" else (ALL_SEEDS, ALL_TASKS)
@@ -232,7 +246,14 @@ def main() -> None:
         with ProcessPoolExecutor(args.jobs) as pool:
             for done in pool.map(run_task, todo):
                 print(done, f"{time.perf_counter() - start:.0f} s", flush=True)
-    print(summarise(args.out).to_string())
+    table = summarise(args.out)
+    print(table.to_string())
+    if args.choose:
+        chosen = choose(table)
+        if chosen is None:
+            raise SystemExit("no candidate meets all five criteria on five seeds: chosen.json not written")
+        (args.out / "chosen.json").write_text(json.dumps(chosen, indent=1) + "\n")
+        print("chosen:", chosen)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Digits-AV v2 (issue 15): the chosen testbed meets each pre-registered criterion of
+"""Digits-AV v2: the chosen testbed meets each pre-registered criterion of
 book/results/digits_av_v2/criteria.md, recomputed here from the committed per-run measurement files
 (book/results/digits_av_v2/runs/<candidate>/<seed>_<task>.json), and the digits_av_v2 preset is that setting."""
 import importlib.util
@@ -72,7 +72,7 @@ def test_no_balancer_was_run_in_the_search():
 
 
 def test_todays_testbed_shows_no_suppression():
-    """The issue's premise, from the committed screening runs of c00 (the digits_av setting): joint training's video
+    """The search's premise, from the committed screening runs of c00 (the digits_av setting): joint training's video
     encoder probes within 5 points of the video encoder trained alone, and audio dominates."""
     alone, joint = (values(t, "probe_video", "c00", SCREEN_SEEDS) for t in ("uni", "joint"))
     assert abs(alone.mean() - joint.mean()) < 5
@@ -108,6 +108,11 @@ def test_doubling_the_epochs_moves_the_fused_accuracy_less_than_its_seed_std(tas
 @pytest.mark.parametrize("modality", ["audio", "video"])
 def test_mmcosine_features_do_not_collapse(modality):
     assert values("mmcosine", f"cos_{modality}").max() < 0.99
+
+
+@needs_choice
+def test_the_choice_is_the_first_candidate_meeting_every_criterion():
+    assert chosen() == search_script().choose(pd.read_csv(FOLDER / "candidates.csv"))
 
 
 @needs_choice
