@@ -1,5 +1,5 @@
 """Digits-AV v2 design search: the pre-registered candidates of
-book/results/digits_av_v2/criteria.md, measured on the data and the baselines only.
+book/results/digits_av_v2_search/criteria.md, measured on the data and the baselines only.
 
 Each task trains one baseline of one candidate and seed and writes its measurements to
 <out>/runs/<candidate>/<seed>_<task>.json (resumable: a finished task is skipped):
@@ -40,7 +40,7 @@ from mmbal.presets import get_preset
 from mmbal.probe import linear_probe
 from mmbal.train import Trained, build_trainer
 
-OUT = Path("book/results/digits_av_v2")
+OUT = Path("book/results/digits_av_v2_search")
 SCREEN_SEEDS, ALL_SEEDS = (109, 19, 337), (109, 19, 337, 0, 1)
 SCREEN_TASKS = ("uni", "joint", "multi_loss")
 ALL_TASKS = SCREEN_TASKS + ("joint_2x", "multi_loss_2x", "mmcosine")
@@ -85,7 +85,8 @@ CANDIDATES = {
     "c29": ({"audio_uninformative_frac": 0.05, "redraw": False, "test_repeats": 5}, {}, {"epochs": 40}),
     "c30": ({"audio_uninformative_frac": 0.0, "redraw": False, "test_repeats": 5}, {}, {"lr": 0.03, "epochs": 40}),
     # criteria.md, addendum 7
-    "c31": ({"audio_uninformative_frac": 0.1, "image_noise": 1.5, "test_repeats": 5}, {"norm": "batch"}, {"epochs": 40}),
+    "c31": ({"audio_uninformative_frac": 0.1, "image_noise": 1.5, "test_repeats": 5}, {"norm": "batch"},
+            {"epochs": 40}),
     "c32": ({"audio_uninformative_frac": 0.15, "image_noise": 1.5, "test_repeats": 5}, {"norm": "batch"},
             {"epochs": 40}),
     "c33": ({"audio_uninformative_frac": 0.1, "image_noise": 1.5, "redraw": False, "test_repeats": 5},
