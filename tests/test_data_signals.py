@@ -15,8 +15,10 @@ REPO = Path(__file__).resolve().parents[1]
 OPTS = ["--folds", "from-data", "--frame-size", "24x32", "--no-progress"]
 FILES = ["frames.npy", "audio.npy", "index.csv", "splits.json", "skipped.csv", "meta.json"]
 SLOW_PREPARE = """
-import sys, time
+import signal, sys, time
 from data_scripts import cremad
+signal.signal(signal.SIGINT, signal.default_int_handler)   # as in a terminal: a shell's background job (nohup ... &)
+                                                           # starts with Ctrl-C ignored, and Python keeps that
 real = cremad.process
 def slow(clip, config):                      # 36 clips x 0.3 s over 2 workers: about 6 s of decoding
     time.sleep(0.3)
