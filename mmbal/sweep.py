@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
 from mmbal.config import DataConfig, RunConfig
@@ -196,10 +197,10 @@ def sweep(preset: str | Preset, results: str | Path, *, shard: tuple[int, int] =
             log(f"  FAILED {cell.method}/{cell.fusion}/seed{cell.seed}: {type(err).__name__}: {err}")
             continue
         done.append(cell)
-        run_seconds[result_path(results, cell, fast=fast).stem] = time.perf_counter() - t0
+        seconds = run_seconds[result_path(results, cell, fast=fast).stem] = time.perf_counter() - t0
         acc = record.get("test", {}).get("mm", {}).get("accuracy")
         log(f"  {cell.method:<18} {cell.fusion:<12} seed {cell.seed:<4} "
-            f"test mm acc {acc if acc is None else f'{acc:.4f}'}  {time.perf_counter() - t0:6.1f} s")
+            f"test mm acc {acc if acc is None else f'{acc:.4f}'}  {seconds:6.1f} s")
     wall = time.perf_counter() - start
     log(f"{len(done)} runs in {wall:.1f} s" + (f", {len(failed)} FAILED" if failed else ""))
     if done and is_main():
@@ -211,7 +212,6 @@ def log_timing(results: str | Path, table: str, *, fast: bool, shard: tuple[int,
                seconds: dict[str, float]) -> Path:
     """Append this shard's own timing to ``<table>/sweep_timing.jsonl``: its wall time, every run's seconds, the
     commit, the machine and the torch threads (one JSON line per sweep invocation that ran something)."""
-    import torch
     path = table_dir(results, table, fast=fast) / "sweep_timing.jsonl"
     entry = {"finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
              "shard": f"{shard[0]}/{shard[1]}", "commit": git_commit(), "machine": platform.machine(),
