@@ -210,9 +210,9 @@ def criteria(runs: pd.DataFrame, candidate: str, seeds=ALL_SEEDS) -> dict:
     return out
 
 
-def summarise(folder: Path = OUT) -> pd.DataFrame:
+def summarise(folder: Path = OUT, write: bool = True) -> pd.DataFrame:
     """candidates.csv: one row per candidate and stage (screen: 3 seeds, full: 5) whose screening tasks all ran on
-    the stage's seeds, with every measurement."""
+    the stage's seeds, with every measurement (written to ``folder`` when ``write``)."""
     runs, rows = load_runs(folder), []
     for candidate in CANDIDATES:
         for stage, seeds in (("screen", SCREEN_SEEDS), ("full", ALL_SEEDS)):
@@ -223,7 +223,8 @@ def summarise(folder: Path = OUT) -> pd.DataFrame:
                 rows.append({"candidate": candidate, "stage": stage, "changes": changes,
                              **criteria(runs, candidate, seeds)})
     table = pd.DataFrame(rows).round(2)
-    table.to_csv(folder / "candidates.csv", index=False)
+    if write:
+        table.to_csv(folder / "candidates.csv", index=False)
     return table
 
 
@@ -257,7 +258,9 @@ def main() -> None:
         with ProcessPoolExecutor(args.jobs) as pool:
             for done in pool.map(run_task, todo):
                 print(done, f"{time.perf_counter() - start:.0f} s", flush=True)
-    table = summarise(args.out)
+    # Training only prints the summary: rewriting the tracked candidates.csv would make the checkout dirty, and every
+    # later run in it would record a "+dirty" commit. --summarise / --choose write it, after the runs are copied back.
+    table = summarise(args.out, write=args.summarise or args.choose)
     print(table.to_string())
     if args.choose:
         chosen = choose(table)

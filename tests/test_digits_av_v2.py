@@ -62,6 +62,15 @@ def test_the_candidate_log_is_the_summary_of_the_run_files(tmp_path):
     assert (logged[flags].to_numpy() == fresh[flags].to_numpy()).all()
 
 
+def test_summarising_after_training_leaves_the_candidate_log_alone(tmp_path):
+    """A training invocation only prints its summary: rewriting the tracked candidates.csv there would turn every
+    later run of the same checkout into a "+dirty" record."""
+    (tmp_path / "runs").symlink_to(FOLDER / "runs")
+    printed = search_script().summarise(tmp_path, write=False)
+    assert not (tmp_path / "candidates.csv").exists()
+    assert list(printed.candidate) == list(pd.read_csv(FOLDER / "candidates.csv").candidate)
+
+
 def test_no_balancer_was_run_in_the_search():
     """Only the data, the baselines and MMCosine's collapse statistic (never its accuracy) are measured."""
     tasks = search_script().ALL_TASKS + ("init",)
