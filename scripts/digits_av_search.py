@@ -110,6 +110,11 @@ CANDIDATES = {
     "c43": ({**FIXED_SPLIT, "heldout_audio_uninformative_frac": 0.2, "image_noise": 1.5}, {},
             {"epochs": 40, "weight_decay": 0.0}),
     "c44": ({**FIXED_SPLIT, "heldout_audio_uninformative_frac": 0.2}, {}, {"epochs": 160, "weight_decay": 0.0}),
+    # criteria.md, addendum 15
+    "c45": ({**FIXED_SPLIT, "heldout_audio_uninformative_frac": 0.15, "val_repeats": 5}, {},
+            {"epochs": 40, "weight_decay": 0.0}),
+    "c46": ({**FIXED_SPLIT, "heldout_audio_uninformative_frac": 0.2, "val_repeats": 5}, {},
+            {"epochs": 40, "weight_decay": 0.0}),
 }
 MMCOSINE_ENCODER = {"norm": "batch"}
 METHOD = {"init": "joint", "uni": "ensemble", "joint": "joint", "multi_loss": "multi_loss", "joint_2x": "joint",

@@ -139,17 +139,21 @@ def test_without_redraw_the_training_pairs_are_drawn_once():
     assert not torch.equal(redrawn.train.inputs["audio"], audio0)
 
 
-def test_test_repeats_render_each_test_image_again():
+@pytest.mark.parametrize("split, other, voices", [("test", "val", digits_av.TEST_VOICES),
+                                                  ("val", "test", digits_av.VAL_VOICES)])
+def test_repeats_render_each_held_out_image_again(split, other, voices):
     once = DATASETS.create("digits_av", seed=4, max_train=100)
-    thrice = DATASETS.create("digits_av", seed=4, max_train=100, test_repeats=3)
-    n = len(once.test)
-    assert len(thrice.test) == 3 * n and len(thrice.val) == len(once.val) and len(thrice.train) == len(once.train)
-    assert torch.equal(thrice.test.targets, once.test.targets.repeat(3))
-    np.testing.assert_array_equal(thrice.test.image_index, np.tile(once.test.image_index, 3))
-    video = thrice.test.inputs["video"]                   # (3N, 1, T, S, S): the same images, new noise
+    thrice = DATASETS.create("digits_av", seed=4, max_train=100, **{f"{split}_repeats": 3})
+    x, x1 = getattr(thrice, split), getattr(once, split)
+    n = len(x1)
+    assert len(x) == 3 * n and len(getattr(thrice, other)) == len(getattr(once, other))
+    assert len(thrice.train) == len(once.train)
+    assert torch.equal(x.targets, x1.targets.repeat(3))
+    np.testing.assert_array_equal(x.image_index, np.tile(x1.image_index, 3))
+    video = x.inputs["video"]                             # (3N, 1, T, S, S): the same images, new noise
     assert not torch.equal(video[:n], video[n:2 * n])
-    assert (thrice.test.clip_index[:n] != thrice.test.clip_index[n:2 * n]).mean() > 0.5
-    assert np.isin(thrice.test.bank.voices[thrice.test.clip_index], digits_av.TEST_VOICES).all()
+    assert (x.clip_index[:n] != x.clip_index[n:2 * n]).mean() > 0.5
+    assert np.isin(x.bank.voices[x.clip_index], voices).all()
 
 
 def test_split_seed_fixes_the_held_out_data_across_seeds():
@@ -208,6 +212,7 @@ def test_change_speed():
     ("image_noise", -0.1), ("audio_uninformative_frac", 1.0), ("audio_uninformative_frac", -0.2),
     ("audio_speed_jitter", 0.5), ("audio_snr_db", float("nan")), ("frames", 0), ("image_size", 4),
     ("max_shift", -1), ("max_train", 0), ("redraw", 1), ("test_repeats", 0), ("test_repeats", 1.5), ("split_seed", -1),
+    ("val_repeats", 0), ("val_repeats", True),
     ("heldout_audio_uninformative_frac", 1.0),
     ("val_voices", ("nobody",)), ("test_voices", ()),
 ])

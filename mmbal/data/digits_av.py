@@ -3,7 +3,8 @@ The embedded default dataset: voices held out whole for val/test, train pairs re
 fixed fraction of pairs whose audio is noise, so fusion can beat either modality. With ``redraw=False`` the
 training pairs are drawn once, as in a recorded dataset, so a model can memorise them. ``test_repeats=R``
 renders every test image R times (its own frame noise, shifts and clip each time): a test split R times as
-large, so accuracies and probes are measured with less sampling noise. ``split_seed`` fixes the image split
+large, so accuracies and probes are measured with less sampling noise; ``val_repeats=R`` does the same for
+validation, so the epoch picked on validation accuracy depends less on a few pairs. ``split_seed`` fixes the image split
 and the val/test pairs and renderings for every seed, like a recorded dataset's fixed split; the seed then
 moves only the training pairs, the initialisation and the batch order. ``heldout_audio_uninformative_frac``
 gives validation and test their own fraction of noise-audio pairs (None: the training fraction), e.g. clean
@@ -198,7 +199,7 @@ class DigitsAVSplit(TensorSplit):
 def build_digits_av(*, seed: int, root: str | None = None, image_noise: float = 1.0,
                     audio_snr_db: float | None = None, audio_uninformative_frac: float = 0.3,
                     audio_speed_jitter: float = 0.0, frames: int = 3, image_size: int = 16, max_shift: int = 1,
-                    redraw: bool = True, test_repeats: int = 1, split_seed: int | None = None,
+                    redraw: bool = True, test_repeats: int = 1, val_repeats: int = 1, split_seed: int | None = None,
                     heldout_audio_uninformative_frac: float | None = None,
                     val_voices: tuple[str, ...] = VAL_VOICES, test_voices: tuple[str, ...] = TEST_VOICES,
                     max_train: int | None = None) -> DatasetSplits:
@@ -215,8 +216,9 @@ def build_digits_av(*, seed: int, root: str | None = None, image_noise: float = 
     _check(isinstance(redraw, bool), "redraw", "True (train pairs redrawn every epoch) or False (drawn once)", redraw)
     _check(split_seed is None or (isinstance(split_seed, (int, np.integer)) and split_seed >= 0), "split_seed",
            "None (the split follows the seed) or an integer >= 0", split_seed)
-    _check(isinstance(test_repeats, int) and not isinstance(test_repeats, bool) and test_repeats >= 1,
-           "test_repeats", "an integer >= 1 (test renderings of each test image)", test_repeats)
+    for knob, repeats in (("test_repeats", test_repeats), ("val_repeats", val_repeats)):
+        _check(isinstance(repeats, int) and not isinstance(repeats, bool) and repeats >= 1,
+               knob, f"an integer >= 1 ({knob[:-8]} renderings of each {knob[:-8]} image)", repeats)
     _check(isinstance(frames, int) and frames >= 1, "frames", "an integer >= 1", frames)
     _check(isinstance(image_size, int) and image_size >= 8, "image_size", "an integer >= 8", image_size)
     _check(isinstance(max_shift, int) and 0 <= max_shift < image_size // 2, "max_shift",
@@ -245,7 +247,8 @@ def build_digits_av(*, seed: int, root: str | None = None, image_noise: float = 
     index = [np.sort(np.concatenate(p)) for p in parts]
     if max_train is not None and max_train < len(index[0]):
         index[0] = np.sort(rng.permutation(index[0])[:max_train])
-    index[2] = np.tile(index[2], test_repeats)                                 # (R * N_test,): R renderings each
+    index[1] = np.tile(index[1], val_repeats)                                  # (R * N_val,): R renderings each
+    index[2] = np.tile(index[2], test_repeats)                                 # (R * N_test,)
     upsampled = F.interpolate(digits.unsqueeze(1), size=(image_size, image_size), mode="bilinear",
                               align_corners=False).squeeze(1)                  # (1797, S, S)
     options = {"image_noise": float(image_noise), "audio_snr_db": audio_snr_db, "frames": frames,
