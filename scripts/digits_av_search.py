@@ -12,6 +12,8 @@ Each task trains one baseline of one candidate and seed and writes its measureme
               BatchNorm encoders as the v2 table runs it (criteria.md, addendum 9)
   init        the linear probes of both encoders at initialisation (untrained): what a probe reads off random
               features, the floor under the suppression criterion (a diagnostic; not a criterion)
+  curve       joint training's fused accuracy on validation and test after every epoch, the epoch picked on
+              validation, and the test accuracy there on the pairs with speech and with noise audio (a diagnostic)
 
 Screening (criteria 1-3) runs uni, joint and multi_loss on 3 seeds; a candidate passing them gets every task on
 5 seeds. No balancer other than MMCosine's collapse statistic is ever run here.
@@ -44,6 +46,7 @@ OUT = Path("book/results/digits_av_v2_search")
 SCREEN_SEEDS, ALL_SEEDS = (109, 19, 337), (109, 19, 337, 0, 1)
 SCREEN_TASKS = ("uni", "joint", "multi_loss")
 ALL_TASKS = SCREEN_TASKS + ("joint_2x", "multi_loss_2x", "mmcosine")
+DIAGNOSTIC_TASKS = ("init", "curve")                 # run with --tasks; never part of a criterion
 # id -> changes from the digits_av preset: data options, encoder options, optim fields (criteria.md, in order)
 F15, N15 = {"audio_uninformative_frac": 0.15}, {"audio_uninformative_frac": 0.15, "image_noise": 1.5}
 FIXED_SPLIT = {"audio_uninformative_frac": 0.0, "redraw": False, "test_repeats": 5, "split_seed": 0}
@@ -117,7 +120,7 @@ CANDIDATES = {
             {"epochs": 40, "weight_decay": 0.0}),
 }
 MMCOSINE_ENCODER = {"norm": "batch"}
-METHOD = {"init": "joint", "uni": "ensemble", "joint": "joint", "multi_loss": "multi_loss", "joint_2x": "joint",
+METHOD = {"init": "joint", "curve": "joint", "uni": "ensemble", "joint": "joint", "multi_loss": "multi_loss", "joint_2x": "joint",
           "multi_loss_2x": "multi_loss", "mmcosine": "mmcosine"}
 
 
@@ -158,6 +161,8 @@ def measure(candidate: str, task: str, seed: int) -> dict:
     rec, trained, pct = out.record, out.trained, lambda v: round(100 * v, 2)
     row = {"candidate": candidate, "task": task, "seed": seed, "seconds": round(rec["seconds"], 1),
            "commit": rec["environment"]["commit"], "epochs": rec["config"]["optim"]["epochs"]}
+    if task == "curve":
+        return row | selection_curve(rec, trained)
     if task == "mmcosine":                                   # collapse statistic only; its accuracy is not kept
         features, _ = trained.predict("test", key="features")
         return row | {f"cos_{m}": round(pairwise_cos(f), 4) for m, f in features.items()}
@@ -171,6 +176,19 @@ def measure(candidate: str, task: str, seed: int) -> dict:
     elif task == "joint":
         row |= {f"probe_{m}": pct(p["test_accuracy"]) for m, p in linear_probe(trained, ["audio", "video"]).items()}
     return row
+
+
+def selection_curve(record: dict, trained: Trained) -> dict:
+    """Fused accuracy (%) per epoch on validation and test, the epoch picked on validation (the first to reach its
+    maximum), and the test accuracy of the picked weights on the pairs whose audio is speech / noise."""
+    pct = lambda v: round(100 * float(v), 2)
+    logits, labels = trained.predict("test")                 # ({head: (N, C)}, (N,)) at the picked weights
+    correct = logits["mm"].argmax(dim=1) == labels           # (N,)
+    noise = torch.from_numpy(trained.loaders["test"].dataset.uninformative)  # (N,) pairs whose audio is noise
+    return {"best_epoch": record["best_epoch"], "fused": pct(record["test"]["mm"]["accuracy"]),
+            "fused_speech": pct(correct[~noise].float().mean()), "fused_noise": pct(correct[noise].float().mean()),
+            "val_curve": [pct(h["val"]["mm"]["accuracy"]) for h in record["history"]],
+            "test_curve": [pct(h["test"]["mm"]["accuracy"]) for h in record["history"]]}
 
 
 def run_task(args: tuple[str, str, int, Path]) -> str:

@@ -73,7 +73,7 @@ def test_summarising_after_training_leaves_the_candidate_log_alone(tmp_path):
 
 def test_no_balancer_was_run_in_the_search():
     """Only the data, the baselines and MMCosine's collapse statistic (never its accuracy) are measured."""
-    tasks = search_script().ALL_TASKS + ("init",)
+    tasks = search_script().ALL_TASKS + search_script().DIAGNOSTIC_TASKS
     for path in (FOLDER / "runs").glob("*/*.json"):
         record = json.loads(path.read_text())
         assert record["task"] in tasks, path
@@ -133,3 +133,15 @@ def test_the_preset_is_the_chosen_setting():
     base = get_preset("digits_av")
     expected = {**base.data_options, **base.encoder_options, **{k: getattr(base.optim, k) for k in optim}, **changes}
     assert {k: setting.get(k) for k in expected} == expected
+
+
+def test_each_selection_curve_picks_the_first_epoch_of_best_validation_accuracy():
+    """The `curve` diagnostics: the recorded epoch is the first to reach the highest validation accuracy, its test
+    accuracy is the run's, and it splits into the pairs with speech and with noise audio."""
+    curves = [json.loads(p.read_text()) for p in sorted((FOLDER / "runs").glob("*/*_curve.json"))]
+    for c in curves:
+        val = np.array(c["val_curve"])
+        assert len(val) == len(c["test_curve"]) == c["epochs"]
+        assert c["best_epoch"] == int(np.flatnonzero(val == val.max())[0])
+        assert c["fused"] == c["test_curve"][c["best_epoch"]]
+        assert min(c["fused_speech"], c["fused_noise"]) <= c["fused"] <= max(c["fused_speech"], c["fused_noise"])
