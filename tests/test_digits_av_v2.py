@@ -139,6 +139,7 @@ def test_each_selection_curve_picks_the_first_epoch_of_best_validation_accuracy(
     """The `curve` diagnostics: the recorded epoch is the first to reach the highest validation accuracy, its test
     accuracy is the run's, and it splits into the pairs with speech and with noise audio."""
     curves = [json.loads(p.read_text()) for p in sorted((FOLDER / "runs").glob("*/*_curve.json"))]
+    assert curves, "no committed selection curves"
     for c in curves:
         val = np.array(c["val_curve"])
         assert len(val) == len(c["test_curve"]) == c["epochs"]
