@@ -269,11 +269,12 @@ def main() -> None:
     parser.add_argument("--tasks", default=None, help="comma-separated subset of the stage's tasks (default: all)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--summarise", action="store_true", help="only rewrite candidates.csv")
+    parser.add_argument("--summarise", action="store_true", help="only rewrite candidates.csv (trains nothing)")
     parser.add_argument("--choose", action="store_true",
-                        help="rewrite candidates.csv, then write chosen.json if a candidate meets every criterion")
+                        help="rewrite candidates.csv, then write chosen.json if a candidate meets every criterion "
+                             "(trains nothing)")
     args = parser.parse_args()
-    if not args.summarise:
+    if not (args.summarise or args.choose):                  # --summarise / --choose train nothing
         seeds, tasks = (SCREEN_SEEDS, SCREEN_TASKS) if args.stage == "screen" else (ALL_SEEDS, ALL_TASKS)
         tasks = args.tasks.split(",") if args.tasks else tasks
         todo = [(c, t, s, args.out) for c in args.candidates.split(",") for t in tasks for s in seeds]
