@@ -72,7 +72,7 @@ class Preset:
     fusion_model_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # fusion -> its kwargs
     reference: str | None = None                       # column of presets_reference.csv (MCR Table 1)
     needs_gpu: bool = True
-    linear_probe: tuple[str, ...] = ()                 # modalities whose frozen encoder gets a probe
+    linear_probe: tuple[str, ...] = ()                 # modalities whose frozen encoder gets a probe (every row)
     notes: tuple[str, ...] = ()
     source: str = "not stated"                         # the source of every value ...
     sources: Mapping[str, str] = field(default_factory=dict)   # ... but these paths (longest prefix wins)

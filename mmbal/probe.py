@@ -36,3 +36,16 @@ def linear_probe(trained: Trained, modalities) -> dict[str, Any]:
     (train_x, train_y), (test_x, test_y) = (trained.predict(split, key="features") for split in ("train", "test"))
     return {m: {**fit_probe(train_x[m].numpy(), train_y.numpy(), test_x[m].numpy(), test_y.numpy()),
                 "dim": int(train_x[m].shape[1])} for m in modalities}          # features: {modality: (N, D)}
+
+
+def probe_encoders(trained: Trained, modalities) -> dict[str, Any]:
+    """``linear_probe`` of each asked modality's encoder in any trained model a run returns: a multimodal model's
+    encoders, the one encoder of a unimodal run (other modalities skipped), or each member of an ensemble on its
+    own modality (the members' encoders are the ones trained alone)."""
+    members = getattr(trained.model, "members", None)                  # the ensemble regime: {modality: model}
+    if members is not None:
+        return {m: linear_probe(Trained(member, trained.loaders, trained.device, member), [m])[m]
+                for m, member in members.items() if m in modalities}
+    if len(trained.model.modalities) == 1:                              # a unimodal run
+        return linear_probe(trained, [m for m in modalities if m in trained.model.modalities])
+    return linear_probe(trained, modalities)

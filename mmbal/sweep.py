@@ -24,7 +24,7 @@ from mmbal.distributed import is_main, world_size
 from mmbal.experiments import check_writable, config_changes, config_hash, git_commit, read_json, run, write_json
 from mmbal.metrics import reliability_bins
 from mmbal.presets import DATASET_SHAPES, Preset, get_preset
-from mmbal.probe import linear_probe
+from mmbal.probe import probe_encoders
 from mmbal.train import resolve_device
 
 TRACE_POINTS = 250       # per-step trace columns are subsampled to at most this many points
@@ -130,9 +130,6 @@ def run_cell(cell: Cell, path: str | Path, *, preset: str | Preset | None = None
     cfg = with_speed(preset.run_config(cell.method, cell.fusion, cell.seed, fast=fast, epochs=epochs, device=device,
                                        data_root=data_root), speed)
     check_writable(path)
-    if preset.linear_probe and cfg.regime is not None:          # checked before any training
-        raise ValueError(f"preset {preset.name!r} asks for a linear probe, which needs one trained model; "
-                         f"method {cell.method!r} is the regime {cfg.regime!r}")
     path = Path(path)
     done = run(cfg, checkpoint=path.with_suffix(f".{config_hash(cfg)}.ckpt"), checkpoint_every=checkpoint_every,
                resume=True)
@@ -144,7 +141,7 @@ def run_cell(cell: Cell, path: str | Path, *, preset: str | Preset | None = None
     logits, labels = done.trained.predict("test")
     record["reliability"] = {"test": {h: reliability_bins(v, labels) for h, v in logits.items()}}   # ECE's 15 bins
     if preset.linear_probe:
-        record["linear_probe"] = linear_probe(done.trained, preset.linear_probe)
+        record["linear_probe"] = probe_encoders(done.trained, preset.linear_probe)   # regimes: their own encoders
     if is_main():                                               # torchrun: rank 0 writes
         write_json(record, path)
         for checkpoint in path.parent.glob(f"{path.stem}.*.ckpt"):

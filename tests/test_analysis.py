@@ -62,10 +62,14 @@ def test_a_probing_preset_writes_probe_accuracies_into_the_results(tmp_path, one
     assert max(p["train_accuracy"] for p in probe.values()) > 1 / 6    # above chance (6 classes)
     runs = load_runs(tmp_path, "tiny_probe")
     assert runs.loc[0, "test_probe_video_accuracy"] == probe["video"]["test_accuracy"]
-    regime = dataclasses.replace(tiny, methods={"ensemble": ROWS["ensemble"]})
-    with pytest.raises(ValueError, match="needs one trained model"):
-        run_cell(Cell("tiny_probe", "ensemble", "concat", 1), tmp_path / "e.json", preset=regime)
-    assert not (tmp_path / "e.json").exists()
+    # regimes probe the encoders they train: each ensemble member its own modality, a unimodal run its one encoder
+    regimes = dataclasses.replace(tiny, methods={r: ROWS[r] for r in ("ensemble", "unimodal_video")})
+    ens = run_cell(Cell("tiny_probe", "ensemble", "concat", 1), tmp_path / "e.json", preset=regimes)
+    uni = run_cell(Cell("tiny_probe", "unimodal_video", "concat", 1), tmp_path / "u.json", preset=regimes)
+    assert set(ens["linear_probe"]) == {"audio", "video"} and set(uni["linear_probe"]) == {"video"}
+    assert ens["linear_probe"]["video"]["dim"] == uni["linear_probe"]["video"]["dim"]
+    # the ensemble's video member is trained exactly as the unimodal video run of the same seed
+    assert ens["linear_probe"]["video"]["test_accuracy"] == uni["linear_probe"]["video"]["test_accuracy"]
 
 
 # -- coefficients and the fixed-k control ------------------------------------------------------
