@@ -9,7 +9,10 @@ import json
 import math
 import os
 import platform
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -175,45 +178,72 @@ def sweep(preset: str | Preset, results: str | Path, *, shard: tuple[int, int] =
     if todo:
         resolve_device(device)
         check_writable(result_path(results, todo[0], fast=fast))
-    done, failed, run_seconds, start = [], [], {}, time.perf_counter()
+    done, failed, run_seconds, start, stopped = [], [], {}, time.perf_counter(), False
     bar = tqdm(todo, desc="sweep", disable=not progress, unit="run")
-    for cell in bar:
-        if cell_status(result_path(results, cell, fast=fast), configs[cell]) is None:   # another shard wrote it
-            skipped.append(cell)
-            continue
-        bar.set_postfix_str(f"{cell.method}/{cell.fusion}/seed{cell.seed}")
-        t0 = time.perf_counter()
-        try:
-            record = (runner or run_cell)(cell, result_path(results, cell, fast=fast), preset=preset, fast=fast,
-                                          epochs=epochs, device=device, data_root=data_root, speed=speed,
-                                          checkpoint_every=checkpoint_every)
-        except Exception as err:            # one broken cell must not stop the table; Ctrl-C still does
-            if not keep_going or world_size() > 1:
-                raise
-            failed.append(cell)
-            log(f"  FAILED {cell.method}/{cell.fusion}/seed{cell.seed}: {type(err).__name__}: {err}")
-            continue
-        done.append(cell)
-        seconds = run_seconds[result_path(results, cell, fast=fast).stem] = time.perf_counter() - t0
-        acc = record.get("test", {}).get("mm", {}).get("accuracy")
-        log(f"  {cell.method:<18} {cell.fusion:<12} seed {cell.seed:<4} "
-            f"test mm acc {acc if acc is None else f'{acc:.4f}'}  {seconds:6.1f} s")
+    try:
+        with sigterm_as_interrupt():
+            for cell in bar:
+                path = result_path(results, cell, fast=fast)
+                if cell_status(path, configs[cell]) is None:                 # another shard wrote it meanwhile
+                    skipped.append(cell)
+                    continue
+                bar.set_postfix_str(f"{cell.method}/{cell.fusion}/seed{cell.seed}")
+                t0 = time.perf_counter()
+                try:
+                    record = (runner or run_cell)(cell, path, preset=preset, fast=fast, epochs=epochs, device=device,
+                                                  data_root=data_root, speed=speed, checkpoint_every=checkpoint_every)
+                except Exception as err:            # one broken cell must not stop the table; Ctrl-C still does
+                    if not keep_going or world_size() > 1:
+                        raise
+                    failed.append(cell)
+                    log(f"  FAILED {cell.method}/{cell.fusion}/seed{cell.seed}: {type(err).__name__}: {err}")
+                    continue
+                done.append(cell)
+                seconds = run_seconds[path.stem] = time.perf_counter() - t0
+                acc = record.get("test", {}).get("mm", {}).get("accuracy")
+                log(f"  {cell.method:<18} {cell.fusion:<12} seed {cell.seed:<4} "
+                    f"test mm acc {acc if acc is None else f'{acc:.4f}'}  {seconds:6.1f} s")
+    except KeyboardInterrupt:               # Ctrl-C or a job scheduler's SIGTERM: record what finished, then stop
+        stopped = True
     wall = time.perf_counter() - start
-    log(f"{len(done)} runs in {wall:.1f} s" + (f", {len(failed)} FAILED" if failed else ""))
+    log(f"{len(done)} runs in {wall:.1f} s" + (f", {len(failed)} FAILED" if failed else "")
+        + (", stopped before the end" if stopped else ""))
     if done and is_main():
-        log_timing(results, preset.name, fast=fast, shard=shard, wall=wall, seconds=run_seconds)
+        log_timing(results, preset.name, fast=fast, shard=shard, wall=wall, seconds=run_seconds, stopped=stopped)
+    if stopped:
+        raise KeyboardInterrupt("sweep stopped")
     return {"done": done, "skipped": skipped, "failed": failed}
 
 
+@contextmanager
+def sigterm_as_interrupt():
+    """Within the block, SIGTERM (a job scheduler's stop, ``kill``) raises KeyboardInterrupt as Ctrl-C does, so a
+    stopped sweep still records what it finished. Only the main thread can set signal handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def log_timing(results: str | Path, table: str, *, fast: bool, shard: tuple[int, int], wall: float,
-               seconds: dict[str, float]) -> Path:
+               seconds: dict[str, float], stopped: bool = False) -> Path:
     """Append this shard's own timing to ``<table>/sweep_timing.jsonl``: its wall time, every run's seconds, the
-    commit, the machine and the torch threads (one JSON line per sweep invocation that ran something)."""
+    commit, the machine and the torch threads (one JSON line per sweep invocation that ran something; ``stopped``:
+    the invocation was interrupted, and a later one continues the table)."""
     path = table_dir(results, table, fast=fast) / "sweep_timing.jsonl"
     entry = {"finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
              "shard": f"{shard[0]}/{shard[1]}", "commit": git_commit(), "machine": platform.machine(),
              "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "runs": len(seconds),
-             "wall_seconds": round(wall, 1), "run_seconds": {k: round(v, 1) for k, v in seconds.items()}}
+             "wall_seconds": round(wall, 1), "stopped": stopped,
+             "run_seconds": {k: round(v, 1) for k, v in seconds.items()}}
     with open(path, "a") as f:
         f.write(json.dumps(entry) + "\n")
     return path

@@ -2,6 +2,7 @@
 import dataclasses
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,8 @@ def test_killed_sweep_resumes_only_missing_runs(tmp_path):
         sweep(TINY, tmp_path, runner=fake_runner(calls, fail_at=4), progress=False, log=lambda s: None)
     runs = tmp_path / "tiny" / "runs"
     assert len(list(runs.glob("*.json"))) == 3                  # three finished before the kill
+    (stopped,) = [json.loads(x) for x in (tmp_path / "tiny" / "sweep_timing.jsonl").read_text().splitlines()]
+    assert stopped["stopped"] and stopped["runs"] == 3          # the stopped sweep still logged what it finished
     assert not [p for p in runs.iterdir() if p.name.endswith(".tmp")]
     result_path(tmp_path, calls[3]).write_text('{"test"')      # a truncated file counts as not run
     assert cell_status(result_path(tmp_path, calls[3]), TINY.run_config("mlb")).startswith("unreadable (")
@@ -81,6 +84,26 @@ def test_each_sweep_logs_its_own_wall_time_and_run_seconds(tmp_path):
                                                                             for c in grid(TINY)}
     for e in lines:
         assert e["wall_seconds"] >= sum(e["run_seconds"].values()) - 0.5 and e["torch_threads"] >= 1
+
+
+def test_a_terminated_sweep_logs_its_finished_runs_and_restores_the_handler(tmp_path):
+    """SIGTERM (a scheduler's stop, `kill`) stops a sweep like Ctrl-C: the finished runs are logged, then it raises."""
+    calls, before = [], signal.getsignal(signal.SIGTERM)
+    inner = fake_runner(calls)
+
+    def terminated_at_the_third(cell, path, **kw):
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return inner(cell, path, **kw)
+
+    with pytest.raises(KeyboardInterrupt):
+        sweep(TINY, tmp_path, runner=terminated_at_the_third, progress=False, log=lambda s: None)
+    (line,) = [json.loads(x) for x in (tmp_path / "tiny" / "sweep_timing.jsonl").read_text().splitlines()]
+    assert line["stopped"] and line["runs"] == 2 and len(list((tmp_path / "tiny" / "runs").glob("*.json"))) == 2
+    assert signal.getsignal(signal.SIGTERM) is before
+    out = sweep(TINY, tmp_path, runner=fake_runner([]), progress=False, log=lambda s: None)
+    assert len(out["done"]) == 8 and len(out["skipped"]) == 2
+    assert not json.loads((tmp_path / "tiny" / "sweep_timing.jsonl").read_text().splitlines()[-1])["stopped"]
 
 
 def test_interrupted_write_leaves_no_partial_json(tmp_path, monkeypatch):
