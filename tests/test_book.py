@@ -29,6 +29,17 @@ def test_every_chapter_notebook_is_in_the_toc_and_exists():
     assert not missing, f"_toc.yml names files that do not exist: {missing}"
 
 
+def test_every_notebook_cell_has_an_id():
+    """nbformat 4.5 cells carry an id; a cell added without one draws a MissingIDFieldWarning in every build."""
+    import json
+    for nb_path in sorted((ROOT / "book").rglob("*.ipynb")):
+        if "_build" in nb_path.parts:
+            continue
+        nb = json.loads(nb_path.read_text())
+        ids = [c.get("id") for c in nb["cells"]]
+        assert None not in ids and len(set(ids)) == len(ids), f"{nb_path.name}: cells without a unique id"
+
+
 def html_problems(html: Path) -> list[str]:
     """What a reader would trip on in a built book: a relative link or image whose file is missing,
     an error traceback in a page, or a table cell that reads "nan"."""
