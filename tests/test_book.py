@@ -1,4 +1,5 @@
 """The book builds offline with warnings as errors, executing every chapter (FAST mode)."""
+import json
 import os
 import re
 import subprocess
@@ -31,7 +32,6 @@ def test_every_chapter_notebook_is_in_the_toc_and_exists():
 
 def test_every_notebook_cell_has_an_id():
     """nbformat 4.5 cells carry an id; a cell added without one draws a MissingIDFieldWarning in every build."""
-    import json
     for nb_path in sorted((ROOT / "book").rglob("*.ipynb")):
         if "_build" in nb_path.parts:
             continue
