@@ -39,7 +39,7 @@ from mmbal.data import DATASETS
 from mmbal.experiments import git_commit, run
 from mmbal.models import UnimodalModel
 from mmbal.presets import get_preset
-from mmbal.probe import linear_probe
+from mmbal.probe import linear_probe, probe_encoders
 from mmbal.train import Trained, build_trainer
 
 OUT = Path("book/results/digits_av_v2_search")
@@ -120,8 +120,8 @@ CANDIDATES = {
             {"epochs": 40, "weight_decay": 0.0}),
 }
 MMCOSINE_ENCODER = {"norm": "batch"}
-METHOD = {"init": "joint", "curve": "joint", "uni": "ensemble", "joint": "joint", "multi_loss": "multi_loss", "joint_2x": "joint",
-          "multi_loss_2x": "multi_loss", "mmcosine": "mmcosine"}
+METHOD = {"init": "joint", "curve": "joint", "uni": "ensemble", "joint": "joint", "multi_loss": "multi_loss",
+          "joint_2x": "joint", "multi_loss_2x": "multi_loss", "mmcosine": "mmcosine"}
 
 
 def candidate_config(candidate: str, task: str, seed: int):
@@ -167,14 +167,10 @@ def measure(candidate: str, task: str, seed: int) -> dict:
         features, _ = trained.predict("test", key="features")
         return row | {f"cos_{m}": round(pairwise_cos(f), 4) for m, f in features.items()}
     row["fused"] = pct(rec["test"]["mm"]["accuracy"])
-    if task == "uni":
-        members = trained.model.members                       # {modality: UnimodalModel}
-        row |= {m: pct(rec["members"][m]["test"]["mm"]["accuracy"]) for m in members}
-        for m, model in members.items():
-            probe = linear_probe(Trained(model, trained.loaders, trained.device, model), [m])
-            row[f"probe_{m}"] = pct(probe[m]["test_accuracy"])
-    elif task == "joint":
-        row |= {f"probe_{m}": pct(p["test_accuracy"]) for m, p in linear_probe(trained, ["audio", "video"]).items()}
+    if task == "uni":                                          # each member trained alone, probed on its modality
+        row |= {m: pct(rec["members"][m]["test"]["mm"]["accuracy"]) for m in trained.model.members}
+    if task in ("uni", "joint"):
+        row |= {f"probe_{m}": pct(p["test_accuracy"]) for m, p in probe_encoders(trained, ["audio", "video"]).items()}
     return row
 
 

@@ -4,8 +4,8 @@ fixed fraction of pairs whose audio is noise, so fusion can beat either modality
 training pairs are drawn once, as in a recorded dataset, so a model can memorise them. ``test_repeats=R``
 renders every test image R times (its own frame noise, shifts and clip each time): a test split R times as
 large, so accuracies and probes are measured with less sampling noise; ``val_repeats=R`` does the same for
-validation, so the epoch picked on validation accuracy depends less on a few pairs. ``split_seed`` fixes the image split
-and the val/test pairs and renderings for every seed, like a recorded dataset's fixed split; the seed then
+validation, so the epoch picked on validation accuracy depends less on a few pairs. ``split_seed`` fixes the
+image split and the val/test pairs and renderings for every seed, like a recorded dataset's fixed split; the seed then
 moves only the training pairs, the initialisation and the batch order. ``heldout_audio_uninformative_frac``
 gives validation and test their own fraction of noise-audio pairs (None: the training fraction), e.g. clean
 training audio and a test set where the microphone sometimes fails."""
