@@ -188,10 +188,14 @@ def cmd_sweep(args) -> int:
     if args.papermill and not os.path.isfile(args.papermill):
         raise FileNotFoundError(f"papermill template {args.papermill} not found (give --papermill PATH)")
     set_threads(args.threads, args.device)
-    out = sweep(preset, args.results, shard=shard, epochs=args.epochs, device=args.device, data_root=args.data_root,
-                runner=papermill_runner(args.papermill) if args.papermill else None,
-                progress=not args.no_progress and "CI" not in os.environ, speed=speed(args),
-                checkpoint_every=args.checkpoint_every, **kwargs)
+    try:
+        out = sweep(preset, args.results, shard=shard, epochs=args.epochs, device=args.device,
+                    data_root=args.data_root, runner=papermill_runner(args.papermill) if args.papermill else None,
+                    progress=not args.no_progress and "CI" not in os.environ, speed=speed(args),
+                    checkpoint_every=args.checkpoint_every, **kwargs)
+    except KeyboardInterrupt:                 # Ctrl-C / SIGTERM: the sweep has logged what it finished
+        print("sweep stopped: finished runs are kept; the same command resumes the rest", file=sys.stderr)
+        return 130
     print(f"next: python -m mmbal table summary {preset.name} --results {args.results}" + (" --fast" if args.fast else ""))
     return 1 if out["failed"] else 0
 

@@ -106,6 +106,15 @@ def test_a_terminated_sweep_logs_its_finished_runs_and_restores_the_handler(tmp_
     assert not json.loads((tmp_path / "tiny" / "sweep_timing.jsonl").read_text().splitlines()[-1])["stopped"]
 
 
+def test_the_cli_reports_a_stopped_sweep_in_one_line(tmp_path, monkeypatch, capsys):
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt("sweep stopped")
+
+    monkeypatch.setattr("mmbal.cli.sweep", stopped)
+    assert main(["table", "sweep", "digits_av", "--results", str(tmp_path), "--no-progress"]) == 130
+    assert "the same command resumes" in capsys.readouterr().err
+
+
 def test_interrupted_write_leaves_no_partial_json(tmp_path, monkeypatch):
     path = tmp_path / "r.json"
 
