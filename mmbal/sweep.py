@@ -180,29 +180,33 @@ def sweep(preset: str | Preset, results: str | Path, *, shard: tuple[int, int] =
         check_writable(result_path(results, todo[0], fast=fast))
     done, failed, run_seconds, start, stopped = [], [], {}, time.perf_counter(), False
     bar = tqdm(todo, desc="sweep", disable=not progress, unit="run")
+
+    def run_todo() -> None:
+        for cell in bar:
+            path = result_path(results, cell, fast=fast)
+            if cell_status(path, configs[cell]) is None:                 # another shard wrote it meanwhile
+                skipped.append(cell)
+                continue
+            bar.set_postfix_str(f"{cell.method}/{cell.fusion}/seed{cell.seed}")
+            t0 = time.perf_counter()
+            try:
+                record = (runner or run_cell)(cell, path, preset=preset, fast=fast, epochs=epochs, device=device,
+                                              data_root=data_root, speed=speed, checkpoint_every=checkpoint_every)
+            except Exception as err:            # one broken cell must not stop the table; Ctrl-C still does
+                if not keep_going or world_size() > 1:
+                    raise
+                failed.append(cell)
+                log(f"  FAILED {cell.method}/{cell.fusion}/seed{cell.seed}: {type(err).__name__}: {err}")
+                continue
+            done.append(cell)
+            seconds = run_seconds[path.stem] = time.perf_counter() - t0
+            acc = record.get("test", {}).get("mm", {}).get("accuracy")
+            log(f"  {cell.method:<18} {cell.fusion:<12} seed {cell.seed:<4} "
+                f"test mm acc {acc if acc is None else f'{acc:.4f}'}  {seconds:6.1f} s")
+
     try:
         with sigterm_as_interrupt():
-            for cell in bar:
-                path = result_path(results, cell, fast=fast)
-                if cell_status(path, configs[cell]) is None:                 # another shard wrote it meanwhile
-                    skipped.append(cell)
-                    continue
-                bar.set_postfix_str(f"{cell.method}/{cell.fusion}/seed{cell.seed}")
-                t0 = time.perf_counter()
-                try:
-                    record = (runner or run_cell)(cell, path, preset=preset, fast=fast, epochs=epochs, device=device,
-                                                  data_root=data_root, speed=speed, checkpoint_every=checkpoint_every)
-                except Exception as err:            # one broken cell must not stop the table; Ctrl-C still does
-                    if not keep_going or world_size() > 1:
-                        raise
-                    failed.append(cell)
-                    log(f"  FAILED {cell.method}/{cell.fusion}/seed{cell.seed}: {type(err).__name__}: {err}")
-                    continue
-                done.append(cell)
-                seconds = run_seconds[path.stem] = time.perf_counter() - t0
-                acc = record.get("test", {}).get("mm", {}).get("accuracy")
-                log(f"  {cell.method:<18} {cell.fusion:<12} seed {cell.seed:<4} "
-                    f"test mm acc {acc if acc is None else f'{acc:.4f}'}  {seconds:6.1f} s")
+            run_todo()
     except KeyboardInterrupt:               # Ctrl-C or a job scheduler's SIGTERM: record what finished, then stop
         stopped = True
     wall = time.perf_counter() - start

@@ -37,7 +37,6 @@ import torch
 
 from mmbal.data import DATASETS
 from mmbal.experiments import git_commit, run
-from mmbal.models import UnimodalModel
 from mmbal.presets import get_preset
 from mmbal.probe import linear_probe, probe_encoders
 from mmbal.train import Trained, build_trainer
