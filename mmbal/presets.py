@@ -21,6 +21,8 @@ PAPER_SEEDS: tuple[int, ...] = tuple(_CONST["paper_seeds"])   # MLB's three runs
 FAST_EPOCHS = 2                    # FAST (docs/CI) runs: a smoke test of the pipeline, not a result
 FIXED_K_DIGITS: dict[str, float] = _CONST["fixed_k_digits"]   # chapter 10: MLB's time-averaged k
 LONG_EPOCHS: int = _CONST["long_epochs"]                       # chapter 10: 2x the digits_av recipe
+FIXED_K_DIGITS_V2: dict[str, float] = _CONST["fixed_k_digits_v2"]   # the same on Digits-AV v2
+LONG_EPOCHS_V2: int = _CONST["long_epochs_v2"]                       # 2x the digits_av_v2 recipe
 DATASET_SHAPES: dict[str, dict] = _DATA["dataset_shapes"]     # input shapes, split sizes: ``mmbal table estimate``
 DEFAULT_SOURCE = "mmbal's default for this balancer"
 

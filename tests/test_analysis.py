@@ -11,7 +11,8 @@ from mmbal.balancers import BALANCERS
 from mmbal.config import OptimConfig
 from mmbal.models import build_model
 from mmbal.objectives import OBJECTIVES
-from mmbal.presets import ANALYSIS_OPTIMIZERS, FIXED_K_DIGITS, LONG_EPOCHS, ROWS, Preset, get_preset
+from mmbal.presets import (ANALYSIS_OPTIMIZERS, FIXED_K_DIGITS, FIXED_K_DIGITS_V2, LONG_EPOCHS, LONG_EPOCHS_V2, ROWS,
+                           Preset, get_preset)
 from mmbal.probe import fit_probe, linear_probe
 from mmbal.sweep import Cell, run_cell
 from mmbal.tables import load_runs
@@ -83,11 +84,13 @@ def test_coefficient_averages_by_epoch():
         coefficient_averages(trace, ("depth",))
 
 
-def test_fixed_k_constants_are_the_committed_mlb_average():
-    records = load_records(RESULTS, "digits_av", "mlb", "concat")
-    assert len(records) == 3, "the digits_av MLB runs are committed"
-    assert fixed_k_from_records(records) == FIXED_K_DIGITS
-    assert FIXED_K_DIGITS["video"] > 1 > FIXED_K_DIGITS["audio"]       # audio leads on Digits-AV
+@pytest.mark.parametrize("table, seeds, constants", [("digits_av", 3, FIXED_K_DIGITS),
+                                                     ("digits_av_v2", 5, FIXED_K_DIGITS_V2)])
+def test_fixed_k_constants_are_the_committed_mlb_average(table, seeds, constants):
+    records = load_records(RESULTS, table, "mlb", "concat")
+    assert len(records) == seeds, f"the {table} MLB runs are committed"
+    assert fixed_k_from_records(records) == constants
+    assert constants["video"] > 1 > constants["audio"]                 # audio leads on Digits-AV
 
 
 def test_fixed_k_update_form_sets_exactly_its_constants_as_learning_rate_scales():
@@ -109,8 +112,11 @@ def test_fixed_k_update_form_sets_exactly_its_constants_as_learning_rate_scales(
         torch.testing.assert_close(p.grad, g)
 
 
-def test_analysis_preset_rows():
-    preset, recipe = get_preset("digits_av_optim"), get_preset("digits_av")
+@pytest.mark.parametrize("table, recipe_table, fixed_k, long_epochs", [
+    ("digits_av_optim", "digits_av", FIXED_K_DIGITS, LONG_EPOCHS),
+    ("digits_av_optim_v2", "digits_av_v2", FIXED_K_DIGITS_V2, LONG_EPOCHS_V2)])
+def test_analysis_preset_rows(table, recipe_table, fixed_k, long_epochs):
+    preset, recipe = get_preset(table), get_preset(recipe_table)
     assert len(preset.methods) == 14 and len(preset.seeds) >= 5 and preset.linear_probe == ("audio", "video")
     for opt in ANALYSIS_OPTIMIZERS:
         cfg = {m: preset.run_config(f"{m}_{opt}") for m in ("joint", "multi_loss", "ogm_ge", "mlb", "mlb_update", "fixed")}
@@ -118,10 +124,10 @@ def test_analysis_preset_rows():
         assert cfg["joint"].objective.name == cfg["ogm_ge"].objective.name == "joint"
         assert cfg["mlb"].balancer.options["acts_on"] == "gradient"
         assert cfg["mlb_update"].balancer.options["acts_on"] == cfg["fixed"].balancer.options["acts_on"] == "update"
-        assert cfg["fixed"].balancer.options["coefficients"] == FIXED_K_DIGITS
+        assert cfg["fixed"].balancer.options["coefficients"] == fixed_k
     sgd = preset.run_config("mlb_sgd")
     assert sgd.optim == recipe.run_config("mlb").optim and sgd.data == recipe.run_config("mlb").data
     adam = preset.run_config("mlb_adam").optim
     assert dataclasses.replace(adam, name="sgd", lr=sgd.optim.lr) == sgd.optim and adam.lr == 1e-3
-    assert preset.run_config("mlb_long_sgd").optim.epochs == LONG_EPOCHS == 2 * sgd.optim.epochs
+    assert preset.run_config("mlb_long_sgd").optim.epochs == long_epochs == 2 * sgd.optim.epochs
     assert preset.run_config("mlb_long_sgd", fast=True).optim.epochs == 2          # FAST still short

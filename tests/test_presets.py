@@ -58,7 +58,8 @@ def test_conformer_and_digits_presets():
 
 def test_every_preset_loads_and_every_cell_builds_a_valid_config():
     assert list(PRESETS) == ["cremad_resnet18", "cremad_conformer", "cremad_conformer_spectrogram", "ave_resnet18",
-                             "ucf101_resnet18", "digits_av", "digits_av_optim", "digits_av_mmcosine", "digits_av_v2"]
+                             "ucf101_resnet18", "digits_av", "digits_av_optim", "digits_av_mmcosine", "digits_av_v2",
+                             "digits_av_optim_v2"]
     for preset in PRESETS.values():
         for method, fusion in preset.cells():
             for seed in preset.seeds:
