@@ -212,7 +212,7 @@ def sweep(preset: str | Preset, results: str | Path, *, shard: tuple[int, int] =
     wall = time.perf_counter() - start
     log(f"{len(done)} runs in {wall:.1f} s" + (f", {len(failed)} FAILED" if failed else "")
         + (", stopped before the end" if stopped else ""))
-    if done and is_main():
+    if (done or stopped) and is_main():   # a stopped invocation spent time even if no run finished (checkpoints keep it)
         log_timing(results, preset.name, fast=fast, shard=shard, wall=wall, seconds=run_seconds, stopped=stopped)
     if stopped:
         raise KeyboardInterrupt("sweep stopped")
@@ -240,9 +240,10 @@ def sigterm_as_interrupt():
 def log_timing(results: str | Path, table: str, *, fast: bool, shard: tuple[int, int], wall: float,
                seconds: dict[str, float], stopped: bool = False) -> Path:
     """Append this shard's own timing to ``<table>/sweep_timing.jsonl``: its wall time, every run's seconds, the
-    commit, the machine and the torch threads (one JSON line per sweep invocation that ran something; ``stopped``:
-    the invocation was interrupted, and a later one continues the table)."""
+    commit, the machine and the torch threads (one JSON line per sweep invocation that ran something or was stopped;
+    ``stopped``: the invocation was interrupted, and a later one continues the table)."""
     path = table_dir(results, table, fast=fast) / "sweep_timing.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
     entry = {"finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
              "shard": f"{shard[0]}/{shard[1]}", "commit": git_commit(), "machine": platform.machine(),
              "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "runs": len(seconds),
@@ -251,6 +252,21 @@ def log_timing(results: str | Path, table: str, *, fast: bool, shard: tuple[int,
     with open(path, "a") as f:
         f.write(json.dumps(entry) + "\n")
     return path
+
+
+def read_timing(results: str | Path, table: str, *, fast: bool = False) -> pd.DataFrame:
+    """Every sweep invocation logged in ``<table>/sweep_timing.jsonl``, one row each, in the order they finished
+    (columns as ``log_timing`` writes them; ``run_seconds`` maps each run's file stem to its seconds)."""
+    path = table_dir(results, table, fast=fast) / "sweep_timing.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no sweep of {table!r} has logged its timing there")
+    return pd.DataFrame([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
+
+
+def table_wall_seconds(timing: pd.DataFrame) -> float:
+    """A table's wall time from its timing log: shards run side by side, so the longest shard's summed wall time
+    over its invocations (stopped ones included)."""
+    return float(timing.groupby("shard")["wall_seconds"].sum().max())
 
 
 def papermill_runner(template: str | Path) -> Callable[..., dict]:

@@ -5,14 +5,15 @@ import os
 import signal
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from mmbal.cli import main
 from mmbal.config import OptimConfig
 from mmbal.experiments import read_json, write_json
 from mmbal.presets import DATASET_SHAPES, PRESETS, ROWS, Preset, get_preset
-from mmbal.sweep import (TRACE_POINTS, Cell, cell_status, grid, parse_shard, result_path, run_cell, shapes_key,
-                         subsample_trace, sweep)
+from mmbal.sweep import (TRACE_POINTS, Cell, cell_status, grid, parse_shard, read_timing, result_path, run_cell,
+                         shapes_key, subsample_trace, sweep, table_wall_seconds)
 from mmbal.tables import ece_from_bins
 
 TINY = Preset(name="tiny", title="tiny synthetic", dataset="synthetic_av", encoder="small_cnn",
@@ -84,6 +85,16 @@ def test_each_sweep_logs_its_own_wall_time_and_run_seconds(tmp_path):
                                                                             for c in grid(TINY)}
     for e in lines:
         assert e["wall_seconds"] >= sum(e["run_seconds"].values()) - 0.5 and e["torch_threads"] >= 1
+    timing = read_timing(tmp_path, "tiny")
+    assert list(timing["shard"]) == ["0/2", "1/2"] and timing["runs"].sum() == len(grid(TINY))
+    assert table_wall_seconds(timing) == timing["wall_seconds"].max()
+    with pytest.raises(FileNotFoundError, match="no sweep of 'other'"):
+        read_timing(tmp_path, "other")
+
+
+def test_table_wall_time_sums_each_shards_invocations_and_takes_the_longest_shard():
+    timing = pd.DataFrame({"shard": ["0/2", "1/2", "0/2", "1/2"], "wall_seconds": [100.0, 90.0, 30.0, 50.0]})
+    assert table_wall_seconds(timing) == 140.0            # shard 1: 90 + 50; shard 0: 100 + 30
 
 
 def test_a_terminated_sweep_logs_its_finished_runs_and_restores_the_handler(tmp_path):
@@ -104,6 +115,16 @@ def test_a_terminated_sweep_logs_its_finished_runs_and_restores_the_handler(tmp_
     out = sweep(TINY, tmp_path, runner=fake_runner([]), progress=False, log=lambda s: None)
     assert len(out["done"]) == 8 and len(out["skipped"]) == 2
     assert not json.loads((tmp_path / "tiny" / "sweep_timing.jsonl").read_text().splitlines()[-1])["stopped"]
+
+
+def test_a_sweep_stopped_before_its_first_run_finished_still_logs_its_wall_time(tmp_path):
+    def interrupted(cell, path, **kw):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sweep(TINY, tmp_path, runner=interrupted, progress=False, log=lambda s: None)
+    (line,) = read_timing(tmp_path, "tiny").to_dict("records")
+    assert line["stopped"] and line["runs"] == 0 and line["run_seconds"] == {} and line["wall_seconds"] >= 0
 
 
 def test_the_cli_reports_a_stopped_sweep_in_one_line(tmp_path, monkeypatch, capsys):
