@@ -146,3 +146,31 @@ def test_each_selection_curve_picks_the_first_epoch_of_best_validation_accuracy(
         assert c["best_epoch"] == int(np.flatnonzero(val == val.max())[0])
         assert c["fused"] == c["test_curve"][c["best_epoch"]]
         assert min(c["fused_speech"], c["fused_noise"]) <= c["fused"] <= max(c["fused_speech"], c["fused_noise"])
+
+
+TABLE_RUNS = FOLDER.parent / "digits_av_v2" / "runs"
+# search task -> {measurement: (table row, where in its run JSON)}; the search stores percent, rounded to 2 decimals
+SAME_RUNS = {
+    "joint": {"fused": ("joint", "test"), "probe_audio": ("joint", "probe audio"), "probe_video": ("joint", "probe video")},
+    "multi_loss": {"fused": ("multi_loss", "test")},
+    "uni": {"fused": ("ensemble", "test"), "audio": ("unimodal_audio", "test"), "video": ("unimodal_video", "test"),
+            "probe_audio": ("unimodal_audio", "probe audio"), "probe_video": ("unimodal_video", "probe video")},
+}
+
+
+def table_measurement(row: str, where: str, seed: int) -> float:
+    record = json.loads((TABLE_RUNS / f"{row}__concat__seed{seed}.json").read_text())
+    if where == "test":
+        return 100 * record["test"]["mm"]["accuracy"]
+    return 100 * record["linear_probe"][where.split()[1]]["test_accuracy"]
+
+
+@needs_choice
+@pytest.mark.parametrize("seed", SEEDS)
+def test_the_table_reproduces_the_chosen_candidates_search_runs(seed):
+    """The digits_av_v2 table re-ran the chosen setting's baseline cells from another commit: every measurement the
+    criteria were computed from comes back to the search's two decimals."""
+    for task, measured in SAME_RUNS.items():
+        search = json.loads((FOLDER / "runs" / chosen()["candidate"] / f"{seed}_{task}.json").read_text())
+        for key, (row, where) in measured.items():
+            assert round(table_measurement(row, where, seed), 2) == search[key], (seed, task, key)
