@@ -23,7 +23,7 @@ from test_chapter_numbers import NUMBER_IN_PROSE, prose
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
 PAGE = BOOK / "intro.ipynb"
-RUNS = BOOK / "results" / "digits_av" / "runs"
+RUNS = BOOK / "results" / "digits_av_v2" / "runs"
 
 
 def cells(kind: str) -> list[str]:
@@ -78,6 +78,17 @@ def test_mlb_against_each_baseline_is_said_as_the_files_say(glued, baseline):
     assert f"higher on {int((diffs > 0).sum())} of {len(diffs)} paired seeds" in said
     noise = max(np.std(list(mlb.values())), np.std(list(base.values())))
     assert f"a gap {'within' if abs(diffs.mean()) <= noise else 'beyond'} the larger seed-to-seed std" in said
+
+
+def test_the_held_back_video_encoder_is_said_as_the_files_say(glued):
+    def probe(method):
+        return {r["cell"]["seed"]: r["linear_probe"]["video"]["test_accuracy"] for r in records(method)}
+    alone, joint = probe("unimodal_video"), probe("joint")
+    diffs = np.array([alone[s] - joint[s] for s in sorted(set(alone) & set(joint))])
+    assert len(diffs) >= 2
+    said = glued["held_back"]
+    assert said.startswith(f"a linear probe of the video encoder scores {diffs.mean() * 100:.1f} points lower"), said
+    assert f"(mean over {len(diffs)} paired seeds, lower on {int((diffs > 0).sum())} of them)" in said
 
 
 def test_best_row_and_mlb_rank_come_from_the_files(glued):
