@@ -174,3 +174,21 @@ def test_the_table_reproduces_the_chosen_candidates_search_runs(seed):
         search = json.loads((FOLDER / "runs" / chosen()["candidate"] / f"{seed}_{task}.json").read_text())
         for key, (row, where) in measured.items():
             assert round(table_measurement(row, where, seed), 2) == search[key], (seed, task, key)
+
+
+OPTIM_RUNS = FOLDER.parent / "digits_av_optim_v2" / "runs"
+# chapter 10's SGD rows that are configured exactly like a row of the main v2 table
+OPTIM_SAME_AS_MAIN = {"joint_sgd": "joint", "multi_loss_sgd": "multi_loss", "mlb_sgd": "mlb", "ogm_ge_sgd": "ogm_ge"}
+
+
+@pytest.mark.parametrize("optim_row", sorted(OPTIM_SAME_AS_MAIN))
+def test_the_optimiser_table_reproduces_the_main_tables_runs(optim_row):
+    """digits_av_optim_v2 ran from another commit (and resumed one run from a checkpoint): its SGD rows that share
+    the main table's configuration give the same test results and the same selected epoch on every seed."""
+    for seed in get_preset("digits_av_optim_v2").seeds:
+        ours = json.loads((OPTIM_RUNS / f"{optim_row}__concat__seed{seed}.json").read_text())
+        main = json.loads((TABLE_RUNS / f"{OPTIM_SAME_AS_MAIN[optim_row]}__concat__seed{seed}.json").read_text())
+        assert ours["environment"]["commit"] != main["environment"]["commit"]
+        assert ours["test"] == main["test"], (optim_row, seed)
+        assert ours["linear_probe"] == main["linear_probe"], (optim_row, seed)
+        assert ours["best_epoch"] == main["best_epoch"], (optim_row, seed)
