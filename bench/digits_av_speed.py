@@ -10,9 +10,15 @@ torch.utils.flop_counter) of a cell at each fusion, times a few hundred steps on
 achieved GFLOP/s against a large matrix product on the same thread: how close a step is to what the core can do,
 and so how far a faster implementation of the same step could go.
 
-    python bench/digits_av_speed.py                                    # digits_av joint vs width-8 encoders, 20 epochs
+``--pool`` trains the same cell twice, once with PyTorch's max-pool kernel everywhere in the small CNNs and once
+with ``MaxPool2x2`` (which skips the kernel where nothing is trained, i.e. in evaluation), checks that the two
+records are identical and prints the per-run seconds as a ratio.
+
+    python bench/digits_av_speed.py                                    # digits_av_v2 joint vs width-8 encoders
+    python bench/digits_av_speed.py --preset digits_av --epochs 20     # the first Digits-AV setting
     python bench/digits_av_speed.py --after-encoder-opt norm=batch --after-data-opt audio_uninformative_frac=0.15
     python bench/digits_av_speed.py --throughput --method mlb
+    python bench/digits_av_speed.py --pool --epochs 5
 """
 from __future__ import annotations
 
@@ -20,13 +26,16 @@ import argparse
 import cProfile
 import pstats
 import time
+from contextlib import nullcontext
 from dataclasses import replace
+from unittest import mock
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mmbal.data import DATASETS
 from mmbal.experiments import run
+from mmbal.models.small_cnn import MaxPool2x2
 from mmbal.presets import get_preset
 from mmbal.train import build_trainer
 
@@ -36,8 +45,10 @@ PARTS = (("data pairing / augmentation", "digits_av.py", "_draw"), ("training st
          ("evaluation (val + test, every epoch)", "train.py", "evaluate"))
 
 
-def config(method: str, epochs: int, data: dict, encoder: dict, seed: int = 109, fusion: str = "concat"):
-    cfg = get_preset("digits_av").run_config(method, fusion, seed=seed, epochs=epochs, device="cpu")
+def config(preset: str, method: str, epochs: int | None, data: dict, encoder: dict, seed: int = 109,
+           fusion: str = "concat"):
+    """``preset``'s cell with its data and encoder options updated; ``epochs`` None keeps the preset's."""
+    cfg = get_preset(preset).run_config(method, fusion, seed=seed, epochs=epochs, device="cpu")
     return replace(cfg, data=replace(cfg.data, options={**cfg.data.options, **data}),
                    model=replace(cfg.model, encoder_options={**cfg.model.encoder_options, **encoder}))
 
@@ -83,13 +94,33 @@ def step_throughput(cfg, steps: int = 200) -> tuple[float, float]:
     return flop, flop / seconds
 
 
-def throughput(method: str) -> None:
+def throughput(preset: str, method: str) -> None:
     peak = matmul_gflops()
     print(f"one thread: a 512x512 matrix product runs at {peak:.1f} GFLOP/s")
     for fusion in ("concat", "transformer"):
-        flop, rate = step_throughput(config(method, 1, {}, {}, fusion=fusion))
+        flop, rate = step_throughput(config(preset, method, 1, {}, {}, fusion=fusion))
         print(f"  {method}, {fusion:11s}: {1e3 * flop:7.1f} MFLOP per step, {rate:5.1f} GFLOP/s = "
               f"{rate / peak:.2f} of the matrix product; {1e3 * flop / rate:.1f} ms per step")
+
+
+def pool_ratio(preset: str, method: str, epochs: int | None) -> None:
+    """Per-run seconds with MaxPool2x2 over those with PyTorch's kernel in every forward pass; identical records."""
+    cfg = config(preset, method, epochs, {}, {})
+    records = {}
+    for label in ("kernel", "MaxPool2x2"):
+        kernel_only = mock.patch.object(MaxPool2x2, "forward", lambda self, x: torch.nn.functional.max_pool2d(x, 2))
+        with kernel_only if label == "kernel" else nullcontext():
+            records[label] = run(cfg).record
+        print(f"{label:10s}: {records[label]['seconds']:.1f} s per run ({cfg.optim.epochs} epochs), "
+              f"test fused accuracy {records[label]['test']['mm']['accuracy']:.4f}")
+    def without_clock(record: dict) -> list[dict]:
+        return [{k: v for k, v in epoch.items() if k != "seconds"} for epoch in record["history"]]
+
+    for key in ("test", "val", "best_epoch", "linear_probe"):
+        assert records["kernel"].get(key) == records["MaxPool2x2"].get(key), f"records differ in {key!r}"
+    assert without_clock(records["kernel"]) == without_clock(records["MaxPool2x2"]), "per-epoch histories differ"
+    print(f"identical records; MaxPool2x2 / kernel = "
+          f"{records['MaxPool2x2']['seconds'] / records['kernel']['seconds']:.2f}")
 
 
 def kv(pairs: list[str]) -> dict:
@@ -99,21 +130,26 @@ def kv(pairs: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="digits_av_v2", help="a Digits-AV preset (default: digits_av_v2)")
     parser.add_argument("--method", default="joint")
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=None, help="epochs of the timed runs (default: the preset's)")
     parser.add_argument("--profile-epochs", type=int, default=3)
     parser.add_argument("--after-data-opt", nargs="*", default=[])
     parser.add_argument("--after-encoder-opt", nargs="*", default=["width=8"])
     parser.add_argument("--throughput", action="store_true", help="FLOP per step and GFLOP/s instead of timing runs")
+    parser.add_argument("--pool", action="store_true", help="MaxPool2x2 against PyTorch's max-pool kernel")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.throughput:
-        return throughput(args.method)
-    profile(config(args.method, args.profile_epochs, {}, {}))
+        return throughput(args.preset, args.method)
+    if args.pool:
+        return pool_ratio(args.preset, args.method, args.epochs)
+    profile(config(args.preset, args.method, args.profile_epochs, {}, {}))
     seconds = {}
     for label, data, encoder in (("before", {}, {}), ("after", kv(args.after_data_opt), kv(args.after_encoder_opt))):
-        seconds[label] = run(config(args.method, args.epochs, data, encoder)).record["seconds"]
-        print(f"{label}: {data | encoder or 'digits_av'}: {seconds[label]:.1f} s per run ({args.epochs} epochs)")
+        cfg = config(args.preset, args.method, args.epochs, data, encoder)
+        seconds[label] = run(cfg).record["seconds"]
+        print(f"{label}: {data | encoder or args.preset}: {seconds[label]:.1f} s per run ({cfg.optim.epochs} epochs)")
     print(f"after / before = {seconds['after'] / seconds['before']:.2f}")
 
 

@@ -31,3 +31,13 @@ def test_gpu_step_bench_runs_on_cpu_and_prints_ratios():
     assert len(rows) == 2 and rows[0][-3] == "x1.00"                  # fp32 eager, then bf16 + channels_last
     rates = [float(r[r.index("samples/s") - 1]) for r in rows]
     assert all(math.isfinite(r) and r > 0 for r in rates)
+
+
+def test_digits_av_pool_bench_finds_identical_records_and_prints_a_ratio():
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "digits_av_speed.py"), "--pool", "--epochs", "1"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("identical records; MaxPool2x2 / kernel = "), proc.stdout
+    ratio = float(last.rsplit("=", 1)[1])
+    assert math.isfinite(ratio) and ratio > 0

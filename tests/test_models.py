@@ -162,3 +162,40 @@ def test_cli_lists_and_trains_a_non_default_encoder_and_fusion(capsys, tmp_path)
     assert record["config"]["model"]["encoder"] == "conformer"
     assert record["config"]["model"]["fusion_options"] == {"conditioner": "video"}
     assert 0.0 <= record["test"]["mm"]["accuracy"] <= 1.0 and len(record["trace"]["coeff/audio"]) == 3
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 16, 16), (2, 8, 64, 30), (2, 5, 17, 15), (1, 2, 3, 2)])
+def test_small_cnn_pool_matches_pytorchs_max_pool_with_and_without_autograd(shape):
+    from mmbal.models.small_cnn import MaxPool2x2
+    torch.manual_seed(0)
+    x = torch.randn(*shape).relu()                       # ReLU outputs: many tied zeros in a window
+    x[0, 0, 0, 0] = float("nan")
+    pool = MaxPool2x2()
+    with torch.no_grad():
+        fast = pool(x)                                   # the strided-maximum path
+    kernel = F.max_pool2d(x, 2)
+    assert fast.shape == kernel.shape == (*shape[:2], shape[2] // 2, shape[3] // 2)
+    assert torch.isnan(fast[0, 0, 0, 0]) and torch.isnan(kernel[0, 0, 0, 0])        # NaN propagates in both
+    assert torch.equal(fast.nan_to_num(-1.0), kernel.nan_to_num(-1.0))               # and every value is the same
+    leaf = x.nan_to_num().requires_grad_()
+    weights = torch.arange(fast.numel(), dtype=torch.float32).view_as(fast)
+    (pool(leaf) * weights).sum().backward()              # the kernel: each window's gradient to its first maximum
+    reference = leaf.detach().clone().requires_grad_()
+    (F.max_pool2d(reference, 2) * weights).sum().backward()
+    assert torch.equal(leaf.grad, reference.grad)
+    assert (leaf.grad != 0).sum() == fast.numel() - (weights == 0).sum()
+
+
+def test_small_cnn_evaluation_equals_the_max_pool_kernels():
+    from unittest import mock
+
+    from mmbal.models.small_cnn import MaxPool2x2
+    torch.manual_seed(0)
+    model = build_model(input_shapes={"audio": (1, 64, 30), "video": (3, 4, 16, 16)}, num_classes=10).eval()
+    batch = {"audio": torch.randn(4, 1, 64, 30), "video": torch.randn(4, 3, 4, 16, 16)}
+    with torch.no_grad():
+        ours = model(batch)["logits"]
+        with mock.patch.object(MaxPool2x2, "forward", lambda self, x: F.max_pool2d(x, 2)):
+            kernel = model(batch)["logits"]
+    assert set(ours) == {"mm", "audio", "video"}
+    assert all(torch.equal(ours[head], kernel[head]) for head in ours)
