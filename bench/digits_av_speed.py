@@ -18,7 +18,7 @@ records are identical and prints the per-run seconds as a ratio.
     python bench/digits_av_speed.py --preset digits_av --epochs 20     # the first Digits-AV setting
     python bench/digits_av_speed.py --after-encoder-opt norm=batch --after-data-opt audio_uninformative_frac=0.15
     python bench/digits_av_speed.py --throughput --method mlb
-    python bench/digits_av_speed.py --pool --epochs 5
+    python bench/digits_av_speed.py --pool --method mlb                # and --fusion transformer
 """
 from __future__ import annotations
 
@@ -103,15 +103,15 @@ def throughput(preset: str, method: str) -> None:
               f"{rate / peak:.2f} of the matrix product; {1e3 * flop / rate:.1f} ms per step")
 
 
-def pool_ratio(preset: str, method: str, epochs: int | None) -> None:
+def pool_ratio(preset: str, method: str, epochs: int | None, fusion: str) -> None:
     """Per-run seconds with MaxPool2x2 over those with PyTorch's kernel in every forward pass; identical records."""
-    cfg = config(preset, method, epochs, {}, {})
+    cfg = config(preset, method, epochs, {}, {}, fusion=fusion)
     records = {}
     for label in ("kernel", "MaxPool2x2"):
         kernel_only = mock.patch.object(MaxPool2x2, "forward", lambda self, x: torch.nn.functional.max_pool2d(x, 2))
         with kernel_only if label == "kernel" else nullcontext():
             records[label] = run(cfg).record
-        print(f"{label:10s}: {records[label]['seconds']:.1f} s per run ({cfg.optim.epochs} epochs), "
+        print(f"{label:10s}: {records[label]['seconds']:.1f} s per run ({method}, {fusion}, {cfg.optim.epochs} epochs), "
               f"test fused accuracy {records[label]['test']['mm']['accuracy']:.4f}")
     def without_clock(record: dict) -> list[dict]:
         return [{k: v for k, v in epoch.items() if k != "seconds"} for epoch in record["history"]]
@@ -132,6 +132,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="digits_av_v2", help="a Digits-AV preset (default: digits_av_v2)")
     parser.add_argument("--method", default="joint")
+    parser.add_argument("--fusion", default="concat", help="fusion of the --pool runs (default: concat)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs of the timed runs (default: the preset's)")
     parser.add_argument("--profile-epochs", type=int, default=3)
     parser.add_argument("--after-data-opt", nargs="*", default=[])
@@ -143,7 +144,7 @@ def main() -> None:
     if args.throughput:
         return throughput(args.preset, args.method)
     if args.pool:
-        return pool_ratio(args.preset, args.method, args.epochs)
+        return pool_ratio(args.preset, args.method, args.epochs, args.fusion)
     profile(config(args.preset, args.method, args.profile_epochs, {}, {}))
     seconds = {}
     for label, data, encoder in (("before", {}, {}), ("after", kv(args.after_data_opt), kv(args.after_encoder_opt))):
