@@ -192,3 +192,19 @@ def test_the_optimiser_table_reproduces_the_main_tables_runs(optim_row):
         assert ours["test"] == main["test"], (optim_row, seed)
         assert ours["linear_probe"] == main["linear_probe"], (optim_row, seed)
         assert ours["best_epoch"] == main["best_epoch"], (optim_row, seed)
+
+
+def test_the_rerun_check_covers_a_balancer_a_regime_and_a_non_concat_fusion_and_matches_the_table():
+    """rerun_check.json (written by `table compare --out`): six or more re-run cells, all identical, and its
+    reference accuracies are the committed runs' own (the file is not stale)."""
+    check = json.loads((TABLE_RUNS.parent / "rerun_check.json").read_text())
+    rows = check["rows"]
+    assert check["cells"] == len(rows) >= 6 and check["identical"] == len(rows)
+    assert all(r["identical"] and r["test_accuracy_rerun"] == r["test_accuracy_reference"] for r in rows)
+    preset = get_preset("digits_av_v2")
+    kinds = {("regime" if preset.run_config(r["method"]).regime else
+              "balancer" if preset.run_config(r["method"]).balancer.name != "none" else "plain") for r in rows}
+    assert {"regime", "balancer"} <= kinds and any(r["fusion"] != "concat" for r in rows)
+    for r in rows:
+        record = json.loads((TABLE_RUNS / f"{r['method']}__{r['fusion']}__seed{r['seed']}.json").read_text())
+        assert record["test"]["mm"]["accuracy"] == r["test_accuracy_reference"], r
