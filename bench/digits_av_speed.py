@@ -103,6 +103,11 @@ def throughput(preset: str, method: str) -> None:
               f"{rate / peak:.2f} of the matrix product; {1e3 * flop / rate:.1f} ms per step")
 
 
+def without_clock(record: dict) -> list[dict]:
+    """A run's per-epoch history without its wall-clock times."""
+    return [{k: v for k, v in epoch.items() if k != "seconds"} for epoch in record["history"]]
+
+
 def pool_ratio(preset: str, method: str, epochs: int | None, fusion: str) -> None:
     """Per-run seconds with MaxPool2x2 over those with PyTorch's kernel in every forward pass; identical records."""
     cfg = config(preset, method, epochs, {}, {}, fusion=fusion)
@@ -113,9 +118,6 @@ def pool_ratio(preset: str, method: str, epochs: int | None, fusion: str) -> Non
             records[label] = run(cfg).record
         print(f"{label:10s}: {records[label]['seconds']:.1f} s per run ({method}, {fusion}, {cfg.optim.epochs} epochs), "
               f"test fused accuracy {records[label]['test']['mm']['accuracy']:.4f}")
-    def without_clock(record: dict) -> list[dict]:
-        return [{k: v for k, v in epoch.items() if k != "seconds"} for epoch in record["history"]]
-
     for key in ("test", "val", "best_epoch", "linear_probe"):
         assert records["kernel"].get(key) == records["MaxPool2x2"].get(key), f"records differ in {key!r}"
     assert without_clock(records["kernel"]) == without_clock(records["MaxPool2x2"]), "per-epoch histories differ"

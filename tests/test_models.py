@@ -1,6 +1,8 @@
 """Encoders: ResNet-18 (torchvision) and Conformer (torchaudio) behave as the paper defines them."""
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,6 +13,7 @@ from mmbal.cli import main
 from mmbal.models import ENCODERS, build_model
 from mmbal.models.conformer import ConformerEncoder, SpectrogramFrames
 from mmbal.models.resnet import ResNet18
+from mmbal.models.small_cnn import MaxPool2x2
 
 TINY_RESNET = {"layers": (1, 1, 1, 1)}
 TINY_CONFORMER = {"d_model": 32, "num_layers": 2, "num_heads": 4, "ffn_dim": 64, "kernel_size": 5,
@@ -166,7 +169,6 @@ def test_cli_lists_and_trains_a_non_default_encoder_and_fusion(capsys, tmp_path)
 
 @pytest.mark.parametrize("shape", [(3, 4, 16, 16), (2, 8, 64, 30), (2, 5, 17, 15), (1, 2, 3, 2)])
 def test_small_cnn_pool_matches_pytorchs_max_pool_with_and_without_autograd(shape):
-    from mmbal.models.small_cnn import MaxPool2x2
     torch.manual_seed(0)
     x = torch.randn(*shape).relu()                       # ReLU outputs: many tied zeros in a window
     x[0, 0, 0, 0] = float("nan")
@@ -187,9 +189,6 @@ def test_small_cnn_pool_matches_pytorchs_max_pool_with_and_without_autograd(shap
 
 
 def test_small_cnn_evaluation_equals_the_max_pool_kernels():
-    from unittest import mock
-
-    from mmbal.models.small_cnn import MaxPool2x2
     torch.manual_seed(0)
     model = build_model(input_shapes={"audio": (1, 64, 30), "video": (3, 4, 16, 16)}, num_classes=10).eval()
     batch = {"audio": torch.randn(4, 1, 64, 30), "video": torch.randn(4, 3, 4, 16, 16)}
