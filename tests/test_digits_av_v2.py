@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mmbal.experiments import read_json
 from mmbal.presets import get_preset
+from mmbal.sweep import Cell, result_path, table_dir
 
 FOLDER = Path(__file__).resolve().parent.parent / "book" / "results" / "digits_av_v2_search"
 SEEDS, SCREEN_SEEDS = (109, 19, 337, 0, 1), (109, 19, 337)
@@ -148,7 +150,11 @@ def test_each_selection_curve_picks_the_first_epoch_of_best_validation_accuracy(
         assert min(c["fused_speech"], c["fused_noise"]) <= c["fused"] <= max(c["fused_speech"], c["fused_noise"])
 
 
-TABLE_RUNS = FOLDER.parent / "digits_av_v2" / "runs"
+def committed_run(table: str, method: str, seed: int, fusion: str = "concat") -> dict:
+    """The committed run record of one cell of a table under book/results."""
+    return read_json(result_path(FOLDER.parent, Cell(table, method, fusion, seed)))
+
+
 # search task -> {measurement: (table row, where in its run JSON)}; the search stores percent, rounded to 2 decimals
 SAME_RUNS = {
     "joint": {"fused": ("joint", "test"), "probe_audio": ("joint", "probe audio"), "probe_video": ("joint", "probe video")},
@@ -159,7 +165,7 @@ SAME_RUNS = {
 
 
 def table_measurement(row: str, where: str, seed: int) -> float:
-    record = json.loads((TABLE_RUNS / f"{row}__concat__seed{seed}.json").read_text())
+    record = committed_run("digits_av_v2", row, seed)
     if where == "test":
         return 100 * record["test"]["mm"]["accuracy"]
     return 100 * record["linear_probe"][where.split()[1]]["test_accuracy"]
@@ -176,7 +182,6 @@ def test_the_table_reproduces_the_chosen_candidates_search_runs(seed):
             assert round(table_measurement(row, where, seed), 2) == search[key], (seed, task, key)
 
 
-OPTIM_RUNS = FOLDER.parent / "digits_av_optim_v2" / "runs"
 # chapter 10's SGD rows that are configured exactly like a row of the main v2 table
 OPTIM_SAME_AS_MAIN = {"joint_sgd": "joint", "multi_loss_sgd": "multi_loss", "mlb_sgd": "mlb", "ogm_ge_sgd": "ogm_ge"}
 
@@ -186,8 +191,8 @@ def test_the_optimiser_table_reproduces_the_main_tables_runs(optim_row):
     """digits_av_optim_v2 ran from another commit (and resumed one run from a checkpoint): its SGD rows that share
     the main table's configuration give the same test results and the same selected epoch on every seed."""
     for seed in get_preset("digits_av_optim_v2").seeds:
-        ours = json.loads((OPTIM_RUNS / f"{optim_row}__concat__seed{seed}.json").read_text())
-        main = json.loads((TABLE_RUNS / f"{OPTIM_SAME_AS_MAIN[optim_row]}__concat__seed{seed}.json").read_text())
+        ours = committed_run("digits_av_optim_v2", optim_row, seed)
+        main = committed_run("digits_av_v2", OPTIM_SAME_AS_MAIN[optim_row], seed)
         assert ours["environment"]["commit"] != main["environment"]["commit"]
         assert ours["test"] == main["test"], (optim_row, seed)
         assert ours["linear_probe"] == main["linear_probe"], (optim_row, seed)
@@ -197,7 +202,7 @@ def test_the_optimiser_table_reproduces_the_main_tables_runs(optim_row):
 def test_the_rerun_check_covers_a_balancer_a_regime_and_a_non_concat_fusion_and_matches_the_table():
     """rerun_check.json (written by `table compare --out`): six or more re-run cells, all identical, and its
     reference accuracies are the committed runs' own (the file is not stale)."""
-    check = json.loads((TABLE_RUNS.parent / "rerun_check.json").read_text())
+    check = read_json(table_dir(FOLDER.parent, "digits_av_v2") / "rerun_check.json")
     rows = check["rows"]
     assert check["cells"] == len(rows) >= 6 and check["identical"] == len(rows)
     assert all(r["identical"] and r["test_accuracy_rerun"] == r["test_accuracy_reference"] for r in rows)
@@ -206,5 +211,5 @@ def test_the_rerun_check_covers_a_balancer_a_regime_and_a_non_concat_fusion_and_
               "balancer" if preset.run_config(r["method"]).balancer.name != "none" else "plain") for r in rows}
     assert {"regime", "balancer"} <= kinds and any(r["fusion"] != "concat" for r in rows)
     for r in rows:
-        record = json.loads((TABLE_RUNS / f"{r['method']}__{r['fusion']}__seed{r['seed']}.json").read_text())
+        record = committed_run("digits_av_v2", r["method"], r["seed"], r["fusion"])
         assert record["test"]["mm"]["accuracy"] == r["test_accuracy_reference"], r
